@@ -1,0 +1,190 @@
+"""One SQLite database per experiment: spec, members, per-epoch metrics, verdicts, weights.
+
+Each finished cohort is committed in one transaction, so an interrupted run leaves a readable
+database holding every cohort that finished and nothing half-written (WAL journal: readers
+never block the writer). Only lrlab writes these files; weights are stored as `.npz` bytes and
+read back with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrlab.errors import LrlabError
+
+DB_NAME = "lrlab.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    id INTEGER PRIMARY KEY, cohort INTEGER NOT NULL, swept TEXT NOT NULL,
+    status TEXT, diverged_epoch INTEGER, seconds REAL, finished_at REAL);
+CREATE TABLE IF NOT EXISTS metrics (
+    member INTEGER NOT NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
+    PRIMARY KEY (member, epoch, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+    member INTEGER NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (member, name));
+CREATE TABLE IF NOT EXISTS weights (member INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS verdicts (
+    member INTEGER PRIMARY KEY, label TEXT NOT NULL, labels TEXT NOT NULL,
+    evidence TEXT NOT NULL, explanation TEXT NOT NULL);
+"""
+
+
+def _finite(x: Any) -> Any:
+    return x if x is None or not isinstance(x, float) or math.isfinite(x) else None
+
+
+class Store:
+    """An experiment's database. Open with `Store.create` (new) or `Store.open` (existing)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str | Path, meta: dict[str, str],
+               members: Iterable[tuple[int, int, dict[str, Any]]]) -> Store:
+        """A new database in `directory` with its meta and (unfinished) member rows."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        store = cls(d / DB_NAME, _connect(d / DB_NAME))
+        with store.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          [("schema_version", str(SCHEMA_VERSION)), *meta.items()])
+            c.executemany("INSERT OR IGNORE INTO members (id, cohort, swept) VALUES (?, ?, ?)",
+                          [(i, co, json.dumps(sw)) for i, co, sw in members])
+        return store
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Store:
+        path = Path(directory) / DB_NAME
+        if not path.is_file():
+            raise LrlabError(f"{str(directory)!r} holds no lrlab experiment (no {DB_NAME})")
+        return cls(path, _connect(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.conn:  # BEGIN ... COMMIT, or ROLLBACK on error
+            yield self.conn
+
+    # -- writing -------------------------------------------------------------------------
+
+    def commit_runs(self, runs: Iterable[Any]) -> None:
+        """Write finished members (engine.MemberRun) in one transaction."""
+        now = time.time()
+        with self.transaction() as c:
+            for r in runs:
+                mid = r.member.index
+                c.execute("DELETE FROM metrics WHERE member = ?", (mid,))
+                rows = []
+                hist = r.history
+                for i, ep in enumerate(hist.get("epoch", [])):
+                    for name, col in hist.items():
+                        if name != "epoch":
+                            rows.append((mid, ep, name, _finite(col[i])))
+                c.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", rows)
+                c.executemany("INSERT OR REPLACE INTO series VALUES (?, ?, ?)",
+                              [(mid, k, json.dumps(v)) for k, v in r.steps.items()])
+                if r.params:
+                    buf = io.BytesIO()
+                    np.savez(buf, *r.params)
+                    c.execute("INSERT OR REPLACE INTO weights VALUES (?, ?)",
+                              (mid, buf.getvalue()))
+                c.execute("UPDATE members SET status = ?, diverged_epoch = ?, seconds = ?, "
+                          "finished_at = ? WHERE id = ?",
+                          (r.status, r.diverged_epoch, r.seconds, now, mid))
+
+    def set_meta(self, **values: str) -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+
+    def write_verdicts(self, verdicts: dict[int, Any]) -> None:
+        """verdicts: member id -> verdicts.Verdict."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+                [(mid, v.label, json.dumps(list(v.labels)), json.dumps(v.evidence, default=float),
+                  v.explanation) for mid, v in verdicts.items()])
+
+    # -- reading -------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM meta"))
+
+    def members(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, cohort, swept, status, diverged_epoch, seconds FROM members ORDER BY id")
+        return [{"id": i, "cohort": co, "swept": json.loads(sw), "status": st,
+                 "diverged_epoch": de, "seconds": s} for i, co, sw, st, de, s in rows]
+
+    def finished_ids(self) -> set[int]:
+        return {i for (i,) in self.conn.execute(
+            "SELECT id FROM members WHERE status IS NOT NULL")}
+
+    def history(self, member: int) -> dict[str, list[Any]]:
+        """Per-epoch lists for one member: {"epoch": [...], "train_loss": [...], ...}."""
+        rows = self.conn.execute(
+            "SELECT epoch, name, value FROM metrics WHERE member = ? ORDER BY epoch", (member,))
+        return _pivot(rows)
+
+    def histories(self) -> dict[int, dict[str, list[Any]]]:
+        out: dict[int, list[tuple[int, str, Any]]] = {}
+        for m, ep, name, v in self.conn.execute(
+                "SELECT member, epoch, name, value FROM metrics ORDER BY member, epoch"):
+            out.setdefault(m, []).append((ep, name, v))
+        return {m: _pivot(rows) for m, rows in out.items()}
+
+    def series(self, member: int) -> dict[str, list[float]]:
+        return {k: json.loads(v) for k, v in self.conn.execute(
+            "SELECT name, data FROM series WHERE member = ?", (member,))}
+
+    def weights(self, member: int) -> list[np.ndarray] | None:
+        row = self.conn.execute("SELECT data FROM weights WHERE member = ?", (member,)).fetchone()
+        if row is None:
+            return None
+        with np.load(io.BytesIO(row[0]), allow_pickle=False) as z:
+            return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+    def verdicts(self) -> dict[int, dict[str, Any]]:
+        return {m: {"label": lab, "labels": json.loads(labs), "evidence": json.loads(ev),
+                    "explanation": ex}
+                for m, lab, labs, ev, ex in self.conn.execute("SELECT * FROM verdicts")}
+
+
+def _pivot(rows: Iterable[tuple[int, str, Any]]) -> dict[str, list[Any]]:
+    epochs: list[int] = []
+    cols: dict[str, dict[int, Any]] = {}
+    for ep, name, v in rows:
+        if not epochs or epochs[-1] != ep:
+            epochs.append(ep)
+        cols.setdefault(name, {})[ep] = v
+    out: dict[str, list[Any]] = {"epoch": epochs}
+    for name, col in cols.items():
+        out[name] = [col.get(ep) for ep in epochs]
+    return out
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=60)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    return conn
