@@ -55,10 +55,10 @@ def _torch_reference(m, ds, arch, momentum=0.0, nesterov=False):
             layers.append(nn.Tanh())
     net = nn.Sequential(*layers)
     opt = torch.optim.SGD(net.parameters(), lr=m.train.lr, momentum=momentum, nesterov=nesterov)
-    x = torch.from_numpy(np.asarray(ds.X_train)).double()
-    y = torch.from_numpy(np.asarray(ds.y_train))
-    xv = torch.from_numpy(np.asarray(ds.X_val)).double()
-    yv = torch.from_numpy(np.asarray(ds.y_val))
+    x = torch.tensor(np.asarray(ds.X_train)).double()
+    y = torch.tensor(np.asarray(ds.y_train))
+    xv = torch.tensor(np.asarray(ds.X_val)).double()
+    yv = torch.tensor(np.asarray(ds.y_val))
     lossf = nn.CrossEntropyLoss()
     hist = {"train_loss": [], "val_loss": []}
 

@@ -1,7 +1,8 @@
 """lrlab: a learning-rate laboratory for neural networks.
 
     >>> import lrlab
-    >>> result = lrlab.sweep({"data": {"source": "blobs"}, "sweep": {"lr": [0.1, 0.01]}})  # doctest: +SKIP
+    >>> spec = {"data": {"source": "blobs"}, "sweep": {"lr": [0.1, 0.01]}}
+    >>> result = lrlab.sweep(spec)  # doctest: +SKIP
     >>> result.to_pandas()  # doctest: +SKIP
 
 Public names are imported lazily, so `import lrlab` (and the CLI's start-up) stays cheap.

@@ -29,7 +29,7 @@ out = Console()
 
 def fail(exc: Exception) -> typer.Exit:
     """A bad input: one line on stderr, exit code 2."""
-    err.print(f"lrlab: error: {exc}", markup=False, highlight=False)
+    sys.stderr.write(f"lrlab: error: {exc}\n")  # one unwrapped line, whatever the terminal width
     return typer.Exit(code=2)
 
 
@@ -83,6 +83,11 @@ def _axis_or_value(doc: dict[str, Any], section: str, key: str, values: list[Any
         doc.setdefault(section, {})[key] = values[0]
     else:
         doc.setdefault("sweep", {})[key] = values
+
+
+def opt(help: str, *names: str) -> Any:
+    """A typer Option with help text (keeps the signatures below on one line each)."""
+    return typer.Option(*names, help=help)
 
 
 # Flags shared by sweep and find (data / model / optimizer).
@@ -268,56 +273,55 @@ def print_recommendation(directory: Path) -> None:
 
 @app.command()
 def sweep(
-    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC.toml]",
-                                                     help="a TOML spec; flags override keys")] = None,
+    spec_file: Annotated[Path | None, typer.Argument(
+        metavar="[SPEC.toml]", help="a TOML spec; flags override keys")] = None,
     data: Data = None,
     model: Model = None,
-    activation: Annotated[str | None, typer.Option(help="relu|leaky_relu|tanh|sigmoid|gelu|linear")] = None,
-    output: Annotated[str | None, typer.Option(help="softmax|sigmoid|quadratic")] = None,
+    activation: Annotated[str | None, opt("relu|leaky_relu|tanh|sigmoid|gelu|linear")] = None,
+    output: Annotated[str | None, opt("softmax|sigmoid|quadratic")] = None,
     init: Annotated[str | None, typer.Option(help="normal:0.05|uniform:0:1|keras|pytorch|nielsen|"
                                              "glorot_uniform|he_normal|... (list = axis)")] = None,
-    bias_init: Annotated[str | None, typer.Option(help="bias initializer (default: per preset)")] = None,
-    init_scale: Annotated[str | None, typer.Option(help="multiply initial weights (list = axis)")] = None,
+    bias_init: Annotated[str | None, opt("bias initializer (default: per preset)")] = None,
+    init_scale: Annotated[str | None, opt("multiply initial weights (list = axis)")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd|momentum|nesterov|adagrad|rmsprop|"
                                                   "adam|adamw (list = axis)")] = None,
     lr: Lr = None,
-    momentum: Annotated[str | None, typer.Option(help="momentum (list = axis)")] = None,
-    weight_decay: Annotated[str | None, typer.Option(help="L2 / decoupled decay (list = axis)")] = None,
-    beta1: Annotated[str | None, typer.Option(help="Adam beta1 (list = axis)")] = None,
-    beta2: Annotated[str | None, typer.Option(help="Adam beta2 (list = axis)")] = None,
-    seeds: Annotated[int | None, typer.Option(help="number of seeds per configuration")] = None,
-    first_seed: Annotated[int | None, typer.Option(help="first seed (seeds S..S+N-1)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="epochs per run")] = None,
-    batch_size: Annotated[str | None, typer.Option(help="minibatch size, 0 = full batch (list = axis)")] = None,
-    validation_split: Annotated[float | None, typer.Option(help="held-out fraction")] = None,
-    split: Annotated[str | None, typer.Option(help="last (Keras) | stratified | random | given")] = None,
-    preprocess: Annotated[str | None, typer.Option(help="none|standardize|minmax (list = axis)")] = None,
+    momentum: Annotated[str | None, opt("momentum (list = axis)")] = None,
+    weight_decay: Annotated[str | None, opt("L2 / decoupled decay (list = axis)")] = None,
+    beta1: Annotated[str | None, opt("Adam beta1 (list = axis)")] = None,
+    beta2: Annotated[str | None, opt("Adam beta2 (list = axis)")] = None,
+    seeds: Annotated[int | None, opt("number of seeds per configuration")] = None,
+    first_seed: Annotated[int | None, opt("first seed (seeds S..S+N-1)")] = None,
+    epochs: Annotated[int | None, opt("epochs per run")] = None,
+    batch_size: Annotated[str | None, opt("minibatch size, 0 = full batch (list = axis)")] = None,
+    validation_split: Annotated[float | None, opt("held-out fraction")] = None,
+    split: Annotated[str | None, opt("last (Keras) | stratified | random | given")] = None,
+    preprocess: Annotated[str | None, opt("none|standardize|minmax (list = axis)")] = None,
     schedule: Annotated[str | None, typer.Option(help="constant|time_decay|step|multistep|"
                                                  "exponential|cosine|cosine_restarts|onecycle|"
                                                  "cyclic|plateau")] = None,
     schedule_arg: Annotated[list[str] | None, typer.Option(help="schedule parameter KEY=VALUE "
                                                            "(repeatable)")] = None,
-    warmup: Annotated[float | None, typer.Option(help="linear warmup epochs")] = None,
-    decay: Annotated[float | None, typer.Option(help="Keras time-based decay per iteration")] = None,
-    n: Annotated[int | None, typer.Option(help="synthetic data: samples")] = None,
-    classes: Annotated[int | None, typer.Option(help="synthetic data: classes")] = None,
-    noise: Annotated[float | None, typer.Option(help="synthetic data: noise")] = None,
-    data_seed: Annotated[int | None, typer.Option(help="seed of data generation / split")] = None,
-    label_column: Annotated[str | None, typer.Option(help="CSV/Parquet label column")] = None,
-    limit: Annotated[int | None, typer.Option(help="use only the first N training samples")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu|cuda")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32|float64")] = None,
-    backend: Annotated[str | None, typer.Option(help="local|ray")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster HOST:PORT")] = None,
-    max_members_per_cohort: Annotated[int | None, typer.Option(help="cohort size cap")] = None,
+    warmup: Annotated[float | None, opt("linear warmup epochs")] = None,
+    decay: Annotated[float | None, opt("Keras time-based decay per iteration")] = None,
+    n: Annotated[int | None, opt("synthetic data: samples")] = None,
+    classes: Annotated[int | None, opt("synthetic data: classes")] = None,
+    noise: Annotated[float | None, opt("synthetic data: noise")] = None,
+    data_seed: Annotated[int | None, opt("seed of data generation / split")] = None,
+    label_column: Annotated[str | None, opt("CSV/Parquet label column")] = None,
+    limit: Annotated[int | None, opt("use only the first N training samples")] = None,
+    device: Annotated[str | None, opt("cpu|cuda")] = None,
+    dtype: Annotated[str | None, opt("float32|float64")] = None,
+    backend: Annotated[str | None, opt("local|ray")] = None,
+    address: Annotated[str | None, opt("Ray cluster HOST:PORT")] = None,
+    max_members_per_cohort: Annotated[int | None, opt("cohort size cap")] = None,
     no_probes: Annotated[bool, typer.Option("--no-probes", help="skip probe measurements")] = False,
-    name: Annotated[str | None, typer.Option(help="experiment name")] = None,
+    name: Annotated[str | None, opt("experiment name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing experiment folder")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a learning-rate sweep: one batched model per cohort; writes store and report."""
-    from lrlab import runner
     from lrlab import spec as spec_mod
 
     try:
@@ -386,7 +390,7 @@ def report(directory: Annotated[Path, typer.Argument(help="experiment folder")])
 @app.command()
 def explain(
     directory: Annotated[Path, typer.Argument(help="experiment folder")],
-    lr: Annotated[float | None, typer.Option(help="only runs at this learning rate")] = None,
+    lr: Annotated[float | None, opt("only runs at this learning rate")] = None,
 ) -> None:
     """Print each configuration's verdict, evidence and explanation in words."""
     from lrlab.export import records
@@ -442,18 +446,23 @@ def gradcheck(file: Annotated[Path, typer.Argument(help="FILE.py defining params
     raise typer.Exit(code=code)
 
 
+from lrlab import commands as _commands  # noqa: E402  (registers find, recipes, compare, ...)
+
+_commands.register()
+
+
 def main() -> None:
     """Console entry point: bad input is one line and exit code 2; a crash is exit code 1."""
     try:
         app()
     except LrlabError as exc:  # pragma: no cover - commands catch their own
-        err.print(f"lrlab: error: {exc}", markup=False, highlight=False)
+        sys.stderr.write(f"lrlab: error: {exc}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("lrlab: interrupted; `lrlab resume DIR` finishes the sweep")
         sys.exit(130)
     except Exception as exc:  # a failure while running
-        err.print(f"lrlab: failed: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        sys.stderr.write(f"lrlab: failed: {type(exc).__name__}: {exc}\n")
         sys.exit(1)
 
 

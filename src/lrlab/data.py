@@ -358,7 +358,8 @@ def _numeric_features(frame, path: Path) -> np.ndarray:
         ):
             coerced = pd.to_numeric(frame[col], errors="coerce")
             bad = frame[col][coerced.isna() & frame[col].notna()]
-            example = f" (data row {int(bad.index[0]) + 1} holds {bad.iloc[0]!r})" if len(bad) else ""
+            example = (f" (data row {int(bad.index[0]) + 1} holds {bad.iloc[0]!r})"
+                       if len(bad) else "")
             raise _file_error(path, f"feature column {col!r} is not numeric{example}",
                               "every column except the label must hold numbers")
     X = frame.to_numpy(dtype=np.float64)

@@ -72,7 +72,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def _to_device(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = torch.from_numpy(np.array(a, copy=True))  # the dataset's arrays are read-only
     return t.to(device=device, dtype=dtype) if dtype else t.to(device)
 
 
@@ -100,10 +100,12 @@ class _Recorder:
                 for k, v in values.items()}
         for j, m in enumerate(idx):
             h = self.hist[m]
-            h.setdefault("epoch", []).append(epoch)
-            for k, col in cols.items():
-                x = col[j]
-                h.setdefault(k, []).append(x if x is not None and math.isfinite(x) else None)
+            n = len(h.setdefault("epoch", []))
+            h["epoch"].append(epoch)
+            for k in (set(h) | set(cols)) - {"epoch"}:
+                col = h.setdefault(k, [None] * n)  # a key first seen now: earlier epochs None
+                x = cols[k][j] if k in cols else None
+                col.append(x if x is not None and math.isfinite(x) else None)
 
 
 def run_cohort(
@@ -159,7 +161,8 @@ def run_cohort(
                 raise RuntimeError(f"probe {getattr(hook, '__name__', hook)!r} failed at "
                                    f"epoch {epoch}: {exc}") from exc
         rec.add(idx_list, epoch, values)
-        prev_params = [p.clone() for p in params]
+        if hooks:  # only probes look at the previous weights
+            prev_params = [p.clone() for p in params]
         return tr_loss
 
     start_loss = record(0, {"lr": last_lr})
@@ -179,6 +182,7 @@ def run_cohort(
         lr0 = torch.tensor([tr.lr for tr in trains], device=device, dtype=dtype)
         sched = schedules.make(t.schedule, lr0, dict(t.schedule_args), len(bounds), t.epochs)
         clip = torch.tensor([tr.clip_norm for tr in trains], device=device, dtype=dtype)
+        clipping = any(tr.clip_norm > 0 for tr in trains)
         step = 0
         for e in range(t.epochs):
             epoch += 1
@@ -196,6 +200,7 @@ def run_cohort(
             if gather_all:
                 xe, ye = x_tr[order], y_tr[order]  # [K, n, d], [K, n]
             run_loss = torch.zeros(len(idx_list), device=device, dtype=dtype)
+            epoch_lrs: list[Tensor] = []
             for lo, hi in bounds:
                 lr = sched(step, e)[active]  # [K_active]
                 if order is None:
@@ -206,14 +211,15 @@ def run_cohort(
                     sel = order[:, lo:hi]
                     xb, yb = x_tr[sel], y_tr[sel]
                 loss, _, grads = nets.loss_and_grads(params, xb, yb, arch)
-                if bool((clip > 0).any()):
+                if clipping:
                     grads = _clip(grads, clip[active])
                 updates, state = opt.update(grads, state, params, lr)
                 torch._foreach_add_(params, updates)
                 run_loss += loss * (hi - lo)
                 step += 1
-                for j, m in enumerate(lr.tolist()):
-                    lr_steps[idx_list[j]].append(m)
+                epoch_lrs.append(lr)
+            for j, col in enumerate(torch.stack(epoch_lrs, 1).tolist()):  # one sync per epoch
+                lr_steps[idx_list[j]].extend(col)
             last_lr = lr
             tr_loss = record(epoch, {"lr": lr, "batch_loss": run_loss / n, "phase": float(phase)})
             if hasattr(sched, "observe"):

@@ -119,7 +119,8 @@ def init_member(arch: Arch, model: ModelSpec, seed: int) -> list[Tensor]:
     """
     gen = torch.Generator().manual_seed(int(seed))
     out: list[Tensor] = []
-    for (fi, fo), init in zip(zip(arch.sizes[:-1], arch.sizes[1:]), layer_inits(model, arch.n_layers)):
+    shapes = zip(arch.sizes[:-1], arch.sizes[1:])
+    for (fi, fo), init in zip(shapes, layer_inits(model, arch.n_layers)):
         w = _draw(_weight_scheme(init), fi, fo, (fi, fo), gen) * model.init_scale
         b = _draw(_bias_scheme(model, init), fi, fo, (1, fo), gen) * model.init_scale
         out += [w, b]

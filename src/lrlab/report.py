@@ -239,11 +239,13 @@ def verdict_rows(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.88em;width:100%} th,td{border:1px solid #ddd;padding:4px 6px;
-text-align:left;vertical-align:top} th{background:#f4f4f4;cursor:pointer} img{max-width:100%}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.88em;width:100%}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f4f4f4;cursor:pointer} img{max-width:100%}
 .answer{background:#f1f8e9;border-left:4px solid #2e7d32;padding:.6em 1em}
 .warn{background:#fff3e0;border-left:4px solid #ef6c00;padding:.4em 1em}
 .label{display:inline-block;padding:0 .4em;border-radius:3px;color:#fff;font-size:.85em}

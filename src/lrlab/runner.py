@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,9 @@ class Result:
             for i, ep in enumerate(hist["epoch"]):
                 row = {"member_id": r["id"], **r["member"], "status": r["status"],
                        "verdict": r["verdict"]["label"] if r["verdict"] else None, "epoch": ep}
-                row.update({k: v[i] for k, v in hist.items() if k != "epoch"})
+                # the lr actually applied (per epoch) must not shadow the swept lr
+                row.update({("lr_applied" if k == "lr" else k): v[i]
+                            for k, v in hist.items() if k != "epoch"})
                 rows.append(row)
         return pd.DataFrame(rows)
 
@@ -136,7 +139,29 @@ def local_backend(cohorts: Sequence[Cohort], datasets: Mapping[Any, data_mod.Dat
     """Run cohorts one after another in this process."""
     hooks = default_hooks(spec)
     for c in cohorts:
-        yield engine.run_cohort(c, datasets[c.first.data], spec.run, hooks, progress)
+        with threads_for(c, datasets[c.first.data], spec.run.threads):
+            yield engine.run_cohort(c, datasets[c.first.data], spec.run, hooks, progress)
+
+
+SMALL_STEP_MACS = 2_000_000
+"""Below this many multiply-adds per cohort step, one thread is as fast as two and immune to a
+busy neighbour (notes/perf.md: a 2-thread small-op loop slowed 10-40x under contention)."""
+
+
+@contextmanager
+def threads_for(c: Cohort, ds: data_mod.Dataset, threads: int) -> Iterator[None]:
+    """Use `threads` torch threads (0 = one for small cohorts, torch's default otherwise)."""
+    m = c.first
+    arch = nets.arch_for(m.model, ds.X_train.shape[1], ds.n_classes)
+    batch = m.train.batch_size or ds.X_train.shape[0]
+    macs = len(c.members) * min(batch, ds.X_train.shape[0]) * arch.n_params()
+    want = threads or (1 if macs < SMALL_STEP_MACS else torch.get_num_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_hooks(spec: Spec) -> list[engine.EpochHook]:

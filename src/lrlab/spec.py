@@ -14,11 +14,12 @@ import dataclasses
 import itertools
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lrlab.errors import LrlabError, bad_value
 
@@ -444,12 +445,12 @@ def _phases(raw: Any) -> tuple[Phase, ...]:
         p = dict(p)
         name = p.pop("name", f"phase {i + 2}")
         for key, value in p.items():
-            if key not in TRAIN_RULES or key in ("optimizer", "schedule_args"):
-                raise LrlabError(
-                    f"`phases[{i}].{key}` is not a phase key; allowed: "
-                    + ", ".join(sorted(k for k in TRAIN_RULES if k not in ("optimizer", "schedule_args")))
-                )
-            if isinstance(value, int) and not isinstance(value, bool) and _wants_float(TrainSpec, key):
+            phase_keys = sorted(k for k in TRAIN_RULES if k not in ("optimizer", "schedule_args"))
+            if key not in phase_keys:
+                raise LrlabError(f"`phases[{i}].{key}` is not a phase key; allowed: "
+                                 + ", ".join(phase_keys))
+            if isinstance(value, int) and not isinstance(value, bool) and \
+                    _wants_float(TrainSpec, key):
                 value = float(value)
             err = TRAIN_RULES[key](value)
             if err:
