@@ -71,7 +71,8 @@ def run_cohort(name: str, trains: list[TrainSpec], seeds: list[int]):
     data = [member_batches(s) for s in seeds]
     xs = torch.stack([d[0] for d in data], dim=1)  # [STEPS, K, B, in]
     ys = torch.stack([d[1] for d in data], dim=1)
-    hp = optim.hyperparams(trains, dtype=DTYPE)
+    # a member's TrainSpec names its optimizer (None-valued keys resolve to its defaults)
+    hp = optim.hyperparams([replace(t, optimizer=name) for t in trains], dtype=DTYPE)
     opt = optim.make(name, hp)
     state = opt.init(params)
     losses = []
@@ -90,7 +91,13 @@ def run_cohort(name: str, trains: list[TrainSpec], seeds: list[int]):
 
 
 def torch_kwargs(name: str, t: TrainSpec) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
-    """The torch.optim class and arguments a member's TrainSpec stands for."""
+    """The torch.optim class and arguments a member's TrainSpec stands for. A None in the spec
+    means "the optimizer's default", so that key is left out and torch applies its own."""
+    cls, kw = _torch_kwargs(name, t)
+    return cls, {k: v for k, v in kw.items() if v is not None}
+
+
+def _torch_kwargs(name: str, t: TrainSpec) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
     fam = optim.FAMILY[name]
     if fam == "sgd":
         return torch.optim.SGD, dict(lr=t.lr, momentum=t.momentum, dampening=t.dampening,

@@ -239,20 +239,28 @@ class Bar:
 
 
 def summary_table(directory: Path) -> Table:
-    """One row per configuration: seeds aggregated, medians, verdicts."""
+    """One row per configuration (one column per swept axis), seeds aggregated."""
     from lrlab.export import records
     from lrlab.report import verdict_rows
 
     rows = verdict_rows(records(directory))
+    axes = list(dict.fromkeys(k for r in rows for k in r["member"] if k != "seed"))
     t = Table(title=f"lrlab: {directory}", show_lines=False)
-    for col in ("configuration", "seeds", "median val loss", "median val acc", "verdicts"):
+    for col in (*axes, "seeds", "val loss (median)", "val acc (median)", "verdicts"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["config"], str(r["seeds"]),
+        vals = [_cell(r["member"].get(k)) for k in axes]
+        t.add_row(*vals, str(r["seeds"]),
                   "–" if r["median_val_loss"] is None else f"{r['median_val_loss']:.4g}",
                   "–" if r["median_val_acc"] is None else f"{r['median_val_acc']:.3f}",
                   r["summary"])
     return t
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, list):
+        return "-".join(map(str, v))
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def print_recommendation(directory: Path) -> None:

@@ -72,6 +72,20 @@ FLOAT_KEYS = (
     "initial_accumulator_value", "lr_decay",
 )
 BOOL_KEYS = ("nesterov", "centered")
+DEFAULTS: dict[str, dict[str, float]] = {
+    "adagrad": {"eps": 1e-10},
+    "adamw": {"weight_decay": 1e-2},
+}
+"""torch.optim's own defaults where a TrainSpec leaves a key as None (optimizer's default)."""
+BASE_DEFAULTS: dict[str, float] = {"eps": 1e-8, "weight_decay": 0.0}
+
+
+def resolved(t: TrainSpec, key: str) -> float:
+    """A hyperparameter's value, with None meaning torch.optim's default for this optimizer."""
+    v = getattr(t, key)
+    if v is None:
+        return DEFAULTS.get(t.optimizer, {}).get(key, BASE_DEFAULTS[key])
+    return float(v)
 
 
 # ----------------------------------------------------------------------------- hyperparameters
@@ -100,7 +114,7 @@ def hyperparams(
                 f"got momentum {t.momentum!r}, dampening {t.dampening!r}"
             )
     hp = {
-        k: torch.tensor([float(getattr(t, k)) for t in trains], device=device, dtype=dtype)
+        k: torch.tensor([resolved(t, k) for t in trains], device=device, dtype=dtype)
         for k in FLOAT_KEYS
     }
     for k in BOOL_KEYS:

@@ -66,10 +66,10 @@ class TrainSpec:
     momentum: float = 0.0
     dampening: float = 0.0
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: the optimizer's default (adamw 0.01, others 0)
     beta1: float = 0.9
     beta2: float = 0.999
-    eps: float = 1e-8
+    eps: float | None = None  # None: the optimizer's default (adagrad 1e-10, others 1e-8)
     alpha: float = 0.99  # rmsprop smoothing constant
     centered: bool = False
     initial_accumulator_value: float = 0.0  # adagrad
@@ -77,7 +77,8 @@ class TrainSpec:
     batch_size: int = 32  # 0 = full batch
     epochs: int = 20
     schedule: str = "constant"
-    schedule_args: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs, see schedules
+    schedule_args: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs, see schedules;
+    # a value may be a ScheduleTable: the arguments of one schedule only (see schedule_args_for)
     clip_norm: float = 0.0  # 0 = no clipping (per member global grad-norm clip)
     shuffle: bool = True
 
@@ -275,10 +276,10 @@ TRAIN_RULES: dict[str, Callable[[Any], str | None]] = {
     "momentum": _float(0.0, 1.0, hi_open=True),
     "dampening": _float(0.0, 1.0),
     "nesterov": _bool,
-    "weight_decay": _float(0.0, 1e6),
+    "weight_decay": _opt(_float(0.0, 1e6)),
     "beta1": _float(0.0, 1.0, hi_open=True),
     "beta2": _float(0.0, 1.0, hi_open=True),
-    "eps": _float(0.0, 1.0, lo_open=True),
+    "eps": _opt(_float(0.0, 1.0, lo_open=True)),
     "alpha": _float(0.0, 1.0, hi_open=True),
     "centered": _bool,
     "initial_accumulator_value": _float(0.0, 1e6),
@@ -327,6 +328,51 @@ def _check(section: str, key: str, value: Any) -> None:
 # ----------------------------------------------------------------------------- building
 
 
+class ScheduleTable(tuple):
+    """A per-schedule sub-table of `[train].schedule_args`, as sorted (key, value) pairs.
+
+    `[train.schedule_args.step] step_size = 10` is stored as
+    `("step", ScheduleTable((("step_size", 10),)))`; a member whose schedule is `step` gets
+    these keys (see `schedule_args_for`), members with other schedules do not.
+    """
+
+    __slots__ = ()
+
+
+def _schedule_args(value: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """`[train].schedule_args` as sorted pairs; a sub-table becomes a ScheduleTable."""
+    out = []
+    for k, v in value.items():
+        if isinstance(v, Mapping):
+            out.append((k, ScheduleTable(sorted((ik, _tuplify(iv)) for ik, iv in v.items()))))
+        else:
+            out.append((k, _tuplify(v)))
+    return tuple(sorted(out))
+
+
+def _args_dict(args: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The inverse of `_schedule_args` (TOML-shaped: sub-tables as dicts, lists as lists)."""
+    return {k: ({ik: _listify(iv) for ik, iv in v} if isinstance(v, ScheduleTable)
+                else _listify(v)) for k, v in args}
+
+
+def schedule_args_for(args: tuple[tuple[str, Any], ...], schedule: str
+                      ) -> tuple[tuple[str, Any], ...]:
+    """The arguments a member with `schedule` gets from the raw `[train].schedule_args`.
+
+    The flat keys that `schedule` accepts, then its own sub-table `[train.schedule_args.NAME]`
+    on top (a key in both: the sub-table wins). Flat keys meant for other schedules of the
+    sweep and other schedules' sub-tables are left out, so each member holds exactly its own.
+    """
+    from lrlab import schedules
+
+    own = next((v for k, v in args if k == schedule and isinstance(v, ScheduleTable)), ())
+    accepted = schedules.allowed_args(schedule) if schedule in schedules.SCHEDULES else None
+    flat = {k: v for k, v in args if not isinstance(v, ScheduleTable)
+            and (accepted is None or k in accepted)}
+    return tuple(sorted({**flat, **dict(own)}.items()))
+
+
 def _tuplify(v: Any) -> Any:
     if isinstance(v, list):
         return tuple(_tuplify(x) for x in v)
@@ -340,7 +386,7 @@ def _build_section(section: str, values: Mapping[str, Any], base: Any) -> Any:
         if section == "train" and key == "schedule_args":
             if not isinstance(value, Mapping):
                 raise bad_value("[train].schedule_args", value, "a table of schedule parameters")
-            clean[key] = tuple(sorted((k, _tuplify(v)) for k, v in value.items()))
+            clean[key] = _schedule_args(value)
             continue
         value = _tuplify(value)
         if isinstance(value, int) and not isinstance(value, bool) and _wants_float(cls, key):
@@ -485,9 +531,13 @@ def validate(spec: Spec) -> None:
     """Cross-key checks that one key alone cannot make."""
     from lrlab import schedules  # the schedule registry owns its parameter rules
 
-    names = {spec.train.schedule} | {v for k, vs in spec.sweep if k == "schedule" for v in vs}
-    for name in names:
-        schedules.check_args(name, dict(spec.train.schedule_args))
+    _check_schedule_args(spec, schedules)
+    for m in members(spec):
+        for t in (m.train, *m.phases):
+            if t.nesterov and (t.momentum <= 0 or t.dampening != 0):
+                raise LrlabError(
+                    "`[train].nesterov` needs momentum > 0 and dampening = 0 (as "
+                    f"torch.optim.SGD); got momentum {t.momentum!r}, dampening {t.dampening!r}")
     if spec.run.backend == "local" and spec.run.address:
         raise LrlabError("`[run].address` needs `[run].backend = \"ray\"`; got backend \"local\"")
     if spec.data.split == "given" and not spec.data.source.startswith(
@@ -496,13 +546,52 @@ def validate(spec: Spec) -> None:
                         "(only MNIST-format and npz sources bring their own test set)")
 
 
+def schedules_in_use(spec: Spec) -> list[str]:
+    """Every schedule some member trains with: `[train]`, the sweep axis and the phases."""
+    names = [spec.train.schedule, *(v for k, vs in spec.sweep if k == "schedule" for v in vs)]
+    names += [v for p in spec.phases for k, v in p.overrides if k == "schedule"]
+    return list(dict.fromkeys(names))
+
+
+def _check_schedule_args(spec: Spec, schedules: Any) -> None:
+    """Each schedule in use is checked against its own arguments (`schedule_args_for`)."""
+    raw = spec.train.schedule_args
+    names = schedules_in_use(spec)
+    tables = [k for k, v in raw if isinstance(v, ScheduleTable)]
+    for name in tables:
+        if name not in schedules.SCHEDULES:
+            raise LrlabError(
+                f"`[train].schedule_args.{name}` is a table, so it must be named after a "
+                "schedule; schedules: " + ", ".join(schedules.SCHEDULES))
+    flat = {k: v for k, v in raw if not isinstance(v, ScheduleTable)}
+    if len(names) == 1 and not tables:  # one schedule, flat keys: every key must be its own
+        schedules.check_args(names[0], flat)
+        return
+    for name in names:
+        if name not in schedules.SCHEDULES:
+            schedules.check_args(name, {})  # raises: names the schedules there are
+    for key in flat:
+        if not any(key in schedules.allowed_args(n) for n in names):
+            raise LrlabError(
+                f"`[train].schedule_args.{key}` is not an argument of any schedule in use ("
+                + ", ".join(names) + "); put it in a [train.schedule_args.NAME] table of the "
+                "schedule it belongs to, or remove it")
+    for name in names:
+        try:
+            schedules.check_args(name, dict(schedule_args_for(raw, name)))
+        except LrlabError as exc:
+            if len(names) == 1:
+                raise
+            raise LrlabError(f"schedule {name!r}: {exc}") from None
+
+
 def to_dict(spec: Spec) -> dict[str, Any]:
     """The spec as a TOML-shaped dict (what `from_dict` reads back to the same Spec)."""
     out: dict[str, Any] = {"name": spec.name}
     for section in SECTIONS:
         d = dataclasses.asdict(getattr(spec, section))
         if section == "train":
-            d["schedule_args"] = dict(spec.train.schedule_args)
+            d["schedule_args"] = _args_dict(spec.train.schedule_args)
         out[section] = {k: _listify(v) for k, v in d.items() if v is not None}
     sweep: dict[str, Any] = {k: _listify(v) for k, v in spec.sweep}
     sweep["seeds"] = list(spec.seeds)
@@ -546,6 +635,8 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (a per-schedule sub-table of schedule_args)
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
@@ -599,12 +690,17 @@ def members(spec: Spec) -> list[Member]:
             data = replace(spec.data, **sections["data"])
             model = replace(spec.model, **sections["model"])
             train = replace(spec.train, **sections["train"])
-            train = _normalise_optimizer(train)
-            phases = tuple(_normalise_optimizer(replace(train, **dict(p.overrides)))
-                           for p in spec.phases)
+            train = _own_schedule_args(_normalise_optimizer(train), spec)
+            phases = tuple(_own_schedule_args(_normalise_optimizer(
+                replace(train, **dict(p.overrides))), spec) for p in spec.phases)
             values = tuple(zip(keys, combo)) + (("seed", seed),)
             out.append(Member(len(out), values, seed, data, model, train, phases))
     return out
+
+
+def _own_schedule_args(t: TrainSpec, spec: Spec) -> TrainSpec:
+    """`t` with exactly the schedule arguments of its own schedule (`schedule_args_for`)."""
+    return replace(t, schedule_args=schedule_args_for(spec.train.schedule_args, t.schedule))
 
 
 def _normalise_optimizer(t: TrainSpec) -> TrainSpec:
