@@ -548,7 +548,8 @@ def validate(spec: Spec) -> None:
 
 def schedules_in_use(spec: Spec) -> list[str]:
     """Every schedule some member trains with: `[train]`, the sweep axis and the phases."""
-    names = [spec.train.schedule, *(v for k, vs in spec.sweep if k == "schedule" for v in vs)]
+    axis = dict(spec.sweep).get("schedule")
+    names = list(axis) if axis else [spec.train.schedule]
     names += [v for p in spec.phases for k, v in p.overrides if k == "schedule"]
     return list(dict.fromkeys(names))
 
