@@ -22,6 +22,8 @@ _PUBLIC = {
     "Spec": "lrlab.spec",
     "resolve": "lrlab.spec",
     "gradcheck": "lrlab.gradcheck",
+    "find_lr": "lrlab.finder",
+    "FindResult": "lrlab.finder",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

@@ -1,0 +1,768 @@
+"""The learning-rate range test (Smith 2017; fastai `lr_find`, torch-lr-finder), seeds at once.
+
+The lr ramps from `start_lr` to `end_lr` over `num_iter` steps (exponentially or linearly), each
+step on a fresh batch. Every seed is a member of one batched model, so K seeds cost about one:
+lrlab's own MLPs run as stacked weights (`nets` + `optim`), a user's `nn.Module` through
+`torch.func` (`finder_module`). Per seed the loss is smoothed by an exponential moving average
+with bias correction, and a seed stops when its smoothed loss exceeds `diverge_th` x its best.
+The curve is the median over seeds with the seed range as a band; suggestions are pure
+functions of that curve (STYLE 11), and `check=True` verifies them by short real training runs.
+
+Conventions (documented because the anchors differ):
+- The loss recorded against the lr of step t is the loss on the *next* batch, i.e. measured
+  after the update made with that lr. fastai and torch-lr-finder record the loss computed
+  before the update, which reflects the previous, one ramp step smaller, lr.
+- A seed that diverged counts as +inf in the median and the band from then on; the curve ends
+  where more than half the seeds have diverged. `diverge_lr` is the median over seeds of the lr
+  at which each seed's smoothed loss crossed the threshold (None when most never did).
+- Suggestions skip the first `num_iter // 10` and the last 5 points of the curve, as fastai.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from lrlab.errors import LrlabError, bad_value
+
+Tensor = torch.Tensor
+MODES = ("exp", "linear")
+CHECK_FACTORS = (0.3, 1.0, 3.0)
+CHECK_STEPS = 200
+"""Check runs train for about this many steps: ceil(CHECK_STEPS / steps per epoch) epochs,
+clamped to [1, 50], unless the caller names the epochs."""
+SKIP_END = 5
+CHECK_TIE = 0.01
+"""Check runs whose final losses differ by at most this fraction count as a tie."""
+FLAT = 0.02
+"""A ramp whose median loss never falls more than this fraction below its start is flat:
+its suggestions point at noise."""
+
+
+# ----------------------------------------------------------------------------- suggestions
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggested lr (None when the rule finds nothing), the rule's name and its numbers."""
+
+    lr: float | None
+    rule: str
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+Rule = Callable[[np.ndarray, np.ndarray], Suggestion]
+RULES: dict[str, Rule] = {}
+
+
+def rule(name: str) -> Callable[[Rule], Rule]:
+    """Register a suggestion rule `(lrs, losses) -> Suggestion` under `name`."""
+
+    def register(fn: Rule) -> Rule:
+        RULES[name] = fn
+        return fn
+
+    return register
+
+
+def describe(name: str) -> str:
+    """The first line of a rule's docstring: what it picks."""
+    return (RULES[name].__doc__ or name).strip().splitlines()[0]
+
+
+@rule("steepest")
+def steepest(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """Steepest descent: where the loss falls fastest per decade of lr, left of its minimum."""
+    # torch-lr-finder and fastai's `steep` search the whole curve, so a drop in the chaotic
+    # region past the minimum can win; every lr past the minimum is already too high.
+    if len(lrs) < 2:
+        return Suggestion(None, "steepest", {"points": float(len(lrs))})
+    slope = np.gradient(losses, np.log10(lrs))  # d loss / d log10(lr)
+    i = int(np.argmin(slope[: int(np.argmin(losses)) + 1]))
+    if not slope[i] < 0:  # the loss never falls: no steepest descent to point at
+        return Suggestion(None, "steepest", {"min_slope_per_decade": float(slope[i])})
+    return Suggestion(float(lrs[i]), "steepest", {"slope_per_decade": float(slope[i]),
+                                                  "loss": float(losses[i])})
+
+
+@rule("valley")
+def valley(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """Valley (fastai): a third plus a sixth of the way into the longest descending run."""
+    # fastai's `valley`, step for step: lds[i] = longest decreasing subsequence ending at i;
+    # max_start is set when max_end moves to i, from lds[i] *at that moment* (fastai's inner
+    # loop checks after every j). One deviation: the index is clamped to >= 0 (fastai can
+    # return lrs[-1] when the longest run starts at the first point).
+    n = len(losses)
+    lds = np.ones(n, dtype=np.int64)
+    max_start = max_end = 0
+    for i in range(1, n):
+        higher = losses[:i] > losses[i]
+        if not higher.any():
+            continue
+        cand = lds[:i] + 1
+        first = np.flatnonzero(higher & (cand > lds[max_end]))
+        lds[i] = cand[higher].max()
+        if first.size:
+            max_end = i
+            max_start = i - int(cand[first[0]])
+    if lds[max_end] < 2:
+        return Suggestion(None, "valley", {"longest_descent_points": float(lds[max_end])})
+    sections = (max_end - max_start) / 3
+    idx = max(0, max_start + int(sections) + int(sections / 2))
+    return Suggestion(float(lrs[idx]), "valley", {
+        "valley_from_lr": float(lrs[max(max_start, 0)]), "valley_to_lr": float(lrs[max_end]),
+        "valley_points": float(lds[max_end]), "loss": float(losses[idx])})
+
+
+@rule("min10")
+def min10(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """Minimum / 10: a tenth of the lr where the loss is lowest."""
+    i = int(np.argmin(losses))
+    return Suggestion(float(lrs[i]) / 10, "min10", {"min_lr": float(lrs[i]),
+                                                    "min_loss": float(losses[i])})
+
+
+def trim(lrs: np.ndarray, losses: np.ndarray, num_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """fastai's window: drop the first num_iter // 10 points and the last 5 (kept whole when
+    that would leave fewer than 5 points)."""
+    lo, hi = num_iter // 10, len(lrs) - SKIP_END
+    if hi - lo < 5:
+        return lrs, losses
+    return lrs[lo:hi], losses[lo:hi]
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray, num_iter: int,
+            rules: Mapping[str, Rule] | None = None) -> dict[str, Suggestion]:
+    """Every rule on the trimmed curve (non-finite points dropped first)."""
+    ok = np.isfinite(losses)
+    x, y = trim(np.asarray(lrs)[ok], np.asarray(losses)[ok], num_iter)
+    if len(x) == 0:
+        return {name: Suggestion(None, name, {"points": 0.0}) for name in (rules or RULES)}
+    return {name: fn(x, y) for name, fn in (rules or RULES).items()}
+
+
+# ----------------------------------------------------------------------------- the ramp
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the range test runs (validated by `check_settings`)."""
+
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_iter: int = 100
+    mode: str = "exp"
+    smooth: float = 0.98
+    diverge_th: float = 4.0
+
+
+def check_settings(s: Settings, flags: bool = False) -> None:
+    """Raise LrlabError naming the first bad setting (as a CLI flag when `flags`)."""
+
+    def key(name: str) -> str:
+        return "--" + name.replace("_", "-") if flags else name
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not (num(s.start_lr) and s.start_lr > 0):
+        raise bad_value(key("start_lr"), s.start_lr, "a number > 0")
+    if not (num(s.end_lr) and s.end_lr > s.start_lr):
+        raise bad_value(key("end_lr"), s.end_lr, f"a number > start_lr ({s.start_lr:g})")
+    if isinstance(s.num_iter, bool) or not isinstance(s.num_iter, int) or s.num_iter < 10:
+        raise bad_value(key("num_iter"), s.num_iter, "an integer >= 10")
+    if s.mode not in MODES:
+        raise bad_value(key("mode"), s.mode, "one of exp, linear")
+    if not (num(s.smooth) and 0 <= s.smooth < 1):
+        raise bad_value(key("smooth"), s.smooth, "a number in [0, 1)")
+    if not (num(s.diverge_th) and s.diverge_th > 1):
+        raise bad_value(key("diverge_th"), s.diverge_th, "a number > 1")
+
+
+def ramp(s: Settings) -> np.ndarray:
+    """The lr of each step: start * (end/start)^(i/(n-1)) (exp) or start + (end-start) i/(n-1).
+
+    >>> ramp(Settings(start_lr=1e-3, end_lr=1e-1, num_iter=10, mode="exp"))[[0, -1]].tolist()
+    [0.001, 0.1]
+    """
+    i = np.arange(s.num_iter) / (s.num_iter - 1)
+    if s.mode == "exp":
+        return s.start_lr * (s.end_lr / s.start_lr) ** i
+    return s.start_lr + (s.end_lr - s.start_lr) * i
+
+
+class Stepper(Protocol):
+    """A cohort of K_active members that walks through batches.
+
+    `step(lr)` returns the loss [K_active] of each member on the next batch at its current
+    weights, then (when lr [K_active] is given) updates each member on that batch with its lr.
+    `keep(idx)` keeps only members idx (positions among the active ones).
+    """
+
+    def step(self, lr: Tensor | None) -> Tensor: ...
+
+    def keep(self, idx: list[int]) -> None: ...
+
+
+@dataclass
+class SeedCurve:
+    """One seed's ramp: raw and smoothed loss per step (lr[i] = ramp lr of step i)."""
+
+    seed: int
+    lr: np.ndarray
+    raw: np.ndarray
+    loss: np.ndarray  # smoothed (EMA with bias correction)
+    start_loss: float  # before any step
+    diverge_lr: float | None  # where the smoothed loss first crossed diverge_th x best
+
+
+def run_ramp(stepper: Stepper, seeds: Sequence[int], s: Settings, device: torch.device,
+             dtype: torch.dtype) -> list[SeedCurve]:
+    """Walk the ramp with every seed at once; a seed stops (and is dropped) once it diverges."""
+    lrs = ramp(s)
+    k = len(seeds)
+    raw: list[list[float]] = [[] for _ in range(k)]
+    smooth: list[list[float]] = [[] for _ in range(k)]
+    start = [math.nan] * k
+    stop: list[int | None] = [None] * k
+    avg, best = [0.0] * k, [math.inf] * k
+    active = list(range(k))
+    for t in range(len(lrs) + 1):
+        lr = torch.full((len(active),), float(lrs[t]), device=device, dtype=dtype) \
+            if t < len(lrs) else None
+        losses = stepper.step(lr).tolist()  # one host sync per step
+        out = []
+        for j, m in enumerate(active):
+            v = losses[j]
+            if t == 0:
+                start[m] = v
+                continue
+            raw[m].append(v)
+            if math.isfinite(v):
+                avg[m] = s.smooth * avg[m] + (1 - s.smooth) * v
+                sm = avg[m] / (1 - s.smooth ** len(raw[m]))  # bias correction
+            else:
+                sm = math.inf
+            smooth[m].append(sm)
+            if not math.isfinite(sm) or sm > s.diverge_th * best[m]:
+                stop[m] = len(raw[m]) - 1
+                out.append(j)
+            else:
+                best[m] = min(best[m], sm)
+        if out:
+            keep = [j for j in range(len(active)) if j not in out]
+            active = [active[j] for j in keep]
+            if not active:
+                break
+            stepper.keep(keep)
+    return [SeedCurve(seed, lrs[: len(raw[m])], np.array(raw[m]), np.array(smooth[m]),
+                      start[m], None if stop[m] is None else float(lrs[stop[m]]))
+            for m, seed in enumerate(seeds)]
+
+
+@dataclass
+class Curve:
+    """The median smoothed loss over seeds per lr, with the seed range (lo, hi) as a band.
+
+    `hi` is +inf where some seed has already diverged; the curve ends where most have."""
+
+    lr: np.ndarray
+    loss: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def aggregate(curves: Sequence[SeedCurve]) -> tuple[Curve, float | None]:
+    """The median curve and the median divergence lr of the seeds."""
+    n = max(len(c.loss) for c in curves)
+    mat = np.full((len(curves), n), np.inf)
+    for i, c in enumerate(curves):
+        mat[i, : len(c.loss)] = np.where(np.isfinite(c.loss), c.loss, np.inf)
+    med = np.median(mat, axis=0) if n else np.zeros(0)
+    end = int(np.argmax(~np.isfinite(med))) if (~np.isfinite(med)).any() else n
+    grid = max(curves, key=lambda c: len(c.lr)).lr
+    curve = Curve(grid[:end], med[:end], mat.min(0)[:end], mat.max(0)[:end])
+    logs = [math.log10(c.diverge_lr) if c.diverge_lr else math.inf for c in curves]
+    mid = float(np.median(logs))
+    return curve, (10 ** mid if math.isfinite(mid) else None)
+
+
+# ----------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """Short training runs at one lr: the median final loss over seeds (None: all diverged)."""
+
+    rule: str
+    factor: float
+    lr: float
+    loss: float | None
+    acc: float | None
+    diverged: int
+    seeds: int
+
+
+@dataclass
+class Check:
+    """Which lr trained best in short real runs at each suggestion and x0.3 / x3 of it."""
+
+    metric: str  # val_loss | train_loss
+    epochs: int
+    rows: list[CheckRow]
+
+    @property
+    def best(self) -> CheckRow | None:
+        ok = [r for r in self.rows if r.loss is not None]
+        return min(ok, key=lambda r: r.loss) if ok else None
+
+    def verdicts(self) -> dict[str, str]:
+        """Per rule: did the suggestion itself beat x0.3 and x3 of it?"""
+        out = {}
+        for name in dict.fromkeys(r.rule for r in self.rows):
+            trio = {r.factor: r for r in self.rows if r.rule == name}
+            ok = {f: r.loss for f, r in trio.items() if r.loss is not None}
+            if not ok:
+                out[name] = "every run diverged"
+                continue
+            f = min(ok, key=ok.get)
+            if f != 1.0 and 1.0 in ok and ok[1.0] - ok[f] <= CHECK_TIE * abs(ok[1.0]):
+                out[name] = (f"no clear winner: x0.3, x1 and x3 end within "
+                             f"{CHECK_TIE:.0%} of each other's {self.metric}")
+                continue
+            out[name] = ("confirmed: trains best of x0.3, x1, x3" if f == 1.0 else
+                         f"x{f:g} trained better ({self.metric} {ok[f]:.4g} vs "
+                         f"{_fmt(ok.get(1.0))}): the suggestion is "
+                         f"{'too low' if f > 1 else 'too high'}")
+        return out
+
+
+def candidates(sugg: Mapping[str, Suggestion]) -> list[tuple[str, float, float]]:
+    """(rule, factor, lr) for each suggestion that has an lr, at CHECK_FACTORS."""
+    return [(name, f, s.lr * f) for name, s in sugg.items() if s.lr for f in CHECK_FACTORS]
+
+
+def check_epochs(steps_per_epoch: int, epochs: int | None) -> int:
+    """The epochs of a check run (see CHECK_STEPS)."""
+    if epochs is not None:
+        return epochs
+    return int(min(50, max(1, math.ceil(CHECK_STEPS / max(1, steps_per_epoch)))))
+
+
+def check_rows(cands: Sequence[tuple[str, float, float]], finals: Mapping[float, list[float]],
+               accs: Mapping[float, list[float]] | None) -> list[CheckRow]:
+    """Median final metric per candidate lr (non-finite = diverged)."""
+    rows = []
+    for name, f, lr in cands:
+        vals = np.array([v if v is not None and math.isfinite(v) else np.inf
+                         for v in finals[lr]])
+        med = float(np.median(vals))
+        acc = None
+        if accs is not None:
+            a = [x for x, v in zip(accs[lr], vals) if math.isfinite(v) and x is not None]
+            acc = float(np.median(a)) if a and math.isfinite(med) else None
+        rows.append(CheckRow(name, f, lr, med if math.isfinite(med) else None, acc,
+                             int((~np.isfinite(vals)).sum()), len(vals)))
+    return rows
+
+
+# ----------------------------------------------------------------------------- the result
+
+
+@dataclass
+class FindResult:
+    """What a range test found. `.to_json()` is the `lrlab find --json` object."""
+
+    suggestions: dict[str, Suggestion]
+    diverge_lr: float | None
+    curve: Curve
+    per_seed: list[SeedCurve]
+    settings: Settings
+    optimizer: str = ""
+    check: Check | None = None
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def seeds(self) -> list[int]:
+        return [c.seed for c in self.per_seed]
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"suggestions": {...lr...}, "diverge_lr", "curve": {lr, loss, lo, hi}}` + details."""
+        out: dict[str, Any] = {
+            "suggestions": {k: s.lr for k, s in self.suggestions.items()},
+            "diverge_lr": self.diverge_lr,
+            "curve": {k: _list(getattr(self.curve, k)) for k in ("lr", "loss", "lo", "hi")},
+            "suggestion_details": {k: {"lr": s.lr, "rule": s.rule, "text": describe(k),
+                                       "evidence": s.evidence}
+                                   for k, s in self.suggestions.items()},
+            "seeds": self.seeds,
+            "per_seed": [{"seed": c.seed, "start_loss": _num(c.start_loss),
+                          "diverge_lr": c.diverge_lr, "lr": _list(c.lr), "loss": _list(c.loss),
+                          "raw": _list(c.raw)} for c in self.per_seed],
+            "settings": {**self.settings.__dict__, "optimizer": self.optimizer},
+            "notices": list(self.notices),
+            "seconds": round(self.seconds, 4),
+            "check": None,
+        }
+        if self.check:
+            best = self.check.best
+            out["check"] = {"metric": self.check.metric, "epochs": self.check.epochs,
+                            "rows": [r.__dict__ for r in self.check.rows],
+                            "best": best.__dict__ if best else None,
+                            "verdicts": self.check.verdicts()}
+        return out
+
+    def summary(self) -> list[str]:
+        """A short human summary, one line each."""
+        lines = [f"range test: {len(self.per_seed)} seeds, {self.optimizer}, lr "
+                 f"{self.settings.start_lr:g} -> {self.settings.end_lr:g} "
+                 f"({self.settings.mode}, {self.settings.num_iter} steps), {self.seconds:.2f} s"]
+        for name, s in self.suggestions.items():
+            lr = "none" if s.lr is None else f"{s.lr:.3g}"
+            lines.append(f"  {name:<9} {lr:>9}   {describe(name)}")
+        lines.append(f"  {'diverges':<9} {_fmt(self.diverge_lr):>9}   median lr where the "
+                     f"smoothed loss passed {self.settings.diverge_th:g} x its best")
+        if self.check:
+            best = self.check.best
+            lines.append(f"check: {self.check.epochs} epochs per run, median final "
+                         f"{self.check.metric} over {len(self.per_seed)} seeds")
+            for r in self.check.rows:
+                mark = " <- best" if best is not None and r == best else ""
+                acc = "" if r.acc is None else f"  acc {r.acc:.3f}"
+                div = f"  ({r.diverged}/{r.seeds} diverged)" if r.diverged else ""
+                lines.append(f"  {r.rule:<9} x{r.factor:<4g} lr {r.lr:<10.3g} "
+                             f"{_fmt(r.loss):>9}{acc}{div}{mark}")
+            for name, text in self.check.verdicts().items():
+                lines.append(f"  {name}: {text}")
+        lines += [f"note: {n}" for n in self.notices]
+        return lines
+
+    def save(self, out: str | Path) -> Path:
+        """Write find.json, find.png and a self-contained report.html into `out`."""
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "find.json").write_text(json.dumps(self.to_json(), indent=1) + "\n",
+                                     encoding="utf-8")
+        png = plot_png(self, d / "find.png")
+        return write_html(self, d / "report.html", png)
+
+
+def write_html(r: FindResult, path: Path, png_b64: str) -> Path:
+    """A small self-contained page: the plot, the suggestions, the check table."""
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(k)}</td><td>{_fmt(s.lr)}</td><td>{e(describe(k))}</td>"
+                   f"<td>{e(', '.join(f'{a}={_fmt(b)}' for a, b in s.evidence.items()))}</td>"
+                   "</tr>" for k, s in r.suggestions.items())
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lrlab find"
+             "</title><style>body{font:15px system-ui,sans-serif;max-width:60em;margin:2em auto}"
+             "td,th{padding:2px 10px;text-align:left}img{max-width:100%}"
+             ".muted{color:#666}</style></head><body><h1>lrlab find</h1>",
+             f"<pre>{e(chr(10).join(r.summary()))}</pre>",
+             f"<img alt='loss against learning rate' src='data:image/png;base64,{png_b64}'>",
+             "<h2>Suggestions</h2><table><tr><th>rule</th><th>lr</th><th>what</th>"
+             f"<th>evidence</th></tr>{rows}</table>",
+             f"<p>Diverges at {_fmt(r.diverge_lr)} (per seed: "
+             f"{e(', '.join(_fmt(c.diverge_lr) for c in r.per_seed))}).</p>"]
+    if r.check:
+        parts.append(f"<h2>Check</h2><p>{r.check.epochs} epochs per run, median final "
+                     f"{e(r.check.metric)} over seeds.</p><table><tr><th>rule</th><th>factor"
+                     "</th><th>lr</th><th>loss</th><th>acc</th><th>diverged</th></tr>")
+        parts += [f"<tr><td>{e(x.rule)}</td><td>x{x.factor:g}</td><td>{x.lr:.4g}</td>"
+                  f"<td>{_fmt(x.loss)}</td><td>{_fmt(x.acc)}</td><td>{x.diverged}/{x.seeds}"
+                  "</td></tr>" for x in r.check.rows]
+        parts.append("</table>")
+    parts.append(f"<p class='muted'>settings: {e(json.dumps(r.to_json()['settings']))}</p>"
+                 "</body></html>")
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+COLORS = {"steepest": "#2e7d32", "valley": "#1565c0", "min10": "#6a1b9a"}
+
+
+def plot_png(r: FindResult, path: Path) -> str:
+    """Loss against lr (log axis): median, seed band, suggestions, divergence. Returns base64."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = r.curve
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    if len(c.lr):
+        top = float(np.max(c.loss))
+        best = float(np.min(c.loss))
+        ax.fill_between(c.lr, c.lo, np.minimum(c.hi, 1e300), color="#90caf9", alpha=0.45,
+                        lw=0, label=f"seed range ({len(r.per_seed)} seeds)")
+        ax.plot(c.lr, c.loss, color="#0d47a1", lw=1.8, label="median smoothed loss")
+        lo = float(np.min(c.lo))
+        ax.set_ylim(lo - 0.05 * (top - lo + 1e-12),
+                    min(top, r.settings.diverge_th * best) + 0.05 * (top - lo + 1e-12))
+    for name, s in r.suggestions.items():
+        if s.lr is not None:
+            ax.axvline(s.lr, color=COLORS.get(name, "#555"), ls="--", lw=1.2,
+                       label=f"{name}: {s.lr:.3g}")
+    if r.diverge_lr is not None:
+        ax.axvline(r.diverge_lr, color="#c62828", ls=":", lw=1.5,
+                   label=f"diverges: {r.diverge_lr:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    ax.set_title(f"lr range test: {r.optimizer}, {len(r.per_seed)} seeds")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    path.write_bytes(buf.getvalue())
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _list(a: np.ndarray) -> list[float | None]:
+    return [_num(float(v)) for v in np.asarray(a, dtype=np.float64)]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.4g}"
+
+
+def finish(curves: list[SeedCurve], s: Settings, optimizer: str, t0: float) -> FindResult:
+    """Aggregate the seeds, apply the rules and write the notices a user should read."""
+    curve, diverge = aggregate(curves)
+    sugg = suggest(curve.lr, curve.loss, s.num_iter)
+    notices = []
+    if diverge is None:
+        notices.append(f"most seeds did not diverge up to end_lr={s.end_lr:g}: the upper "
+                       "bound is unknown (raise end_lr)")
+    if len(curve.lr) < s.num_iter // 10 + SKIP_END + 5:
+        notices.append(f"the median curve has only {len(curve.lr)} points before most seeds "
+                       "diverged; lower start_lr or raise num_iter")
+    if all(v.lr is None for k, v in sugg.items() if k != "min10"):
+        notices.append("the loss never fell along the ramp: start_lr may already be too high")
+    elif len(curve.loss) and curve.loss.min() > (1 - FLAT) * curve.loss[0]:
+        notices.append(f"the median loss fell by only {1 - curve.loss.min() / curve.loss[0]:.1%}"
+                       " along the whole ramp: the suggestions point at noise (is the net "
+                       "training at all? check the init and the input scale)")
+    return FindResult(sugg, diverge, curve, curves, s, optimizer, notices=notices,
+                      seconds=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- lrlab nets
+
+
+class NetCohort:
+    """K seeds of an lrlab MLP as stacked weights; each seed its own init and batch order."""
+
+    def __init__(self, spec: Any, train: Any, ds: Any, seeds: Sequence[int],
+                 device: torch.device, dtype: torch.dtype) -> None:
+        from lrlab import engine, nets, optim
+
+        self.engine, self.nets = engine, nets
+        k = len(seeds)
+        self.arch = nets.arch_for(spec.model, ds.X_train.shape[1], ds.n_classes)
+        self.params = nets.init_params(self.arch, [spec.model] * k, seeds, device, dtype)
+        self.opt = optim.make(train.optimizer, optim.hyperparams([train] * k, device, dtype))
+        self.state = self.opt.init(self.params)
+        self.compact = optim.compact
+        self.x = torch.from_numpy(np.array(ds.X_train)).to(device=device, dtype=dtype)
+        self.y = torch.from_numpy(np.array(ds.y_train)).to(device)
+        self.bounds = engine._batches(self.x.shape[0], train.batch_size)
+        self.shuffle, self.seeds, self.t = train.shuffle, list(seeds), 0
+        self.clip = torch.full((k,), float(train.clip_norm), device=device, dtype=dtype)
+        self.order: Tensor | None = None
+
+    def _batch(self) -> tuple[Tensor, Tensor]:
+        epoch, b = divmod(self.t, len(self.bounds))
+        if len(self.bounds) == 1:
+            return self.x, self.y  # full batch: shared by every member, order irrelevant
+        if b == 0 or self.order is None:
+            n = self.x.shape[0]
+            rows = [self.engine.epoch_order(s, epoch + 1, n) if self.shuffle else np.arange(n)
+                    for s in self.seeds]
+            self.order = torch.from_numpy(np.stack(rows)).to(self.x.device)  # [K, n]
+        lo, hi = self.bounds[b]
+        sel = self.order[:, lo:hi]
+        return self.x[sel], self.y[sel]  # [K, B, d], [K, B]
+
+    def step(self, lr: Tensor | None) -> Tensor:
+        xb, yb = self._batch()
+        self.t += 1
+        if lr is None:
+            with torch.no_grad():
+                z, _ = self.nets.forward(self.params, xb, self.arch)
+                return self.nets.loss_terms(z, yb, self.arch)[0].mean(1)
+        loss, _, grads = self.nets.loss_and_grads(self.params, xb, yb, self.arch)
+        if bool((self.clip > 0).any()):
+            grads = self.engine._clip(grads, self.clip)
+        updates, self.state = self.opt.update(grads, self.state, self.params, lr)
+        torch._foreach_add_(self.params, updates)
+        return loss
+
+    def keep(self, idx: list[int]) -> None:
+        keep = torch.tensor(idx, device=self.x.device)
+        self.params = [p[keep].contiguous() for p in self.params]
+        self.state = self.compact(self.state, keep)
+        self.clip = self.clip[keep]
+        self.seeds = [self.seeds[i] for i in idx]
+        if self.order is not None:
+            self.order = self.order[keep]
+
+
+def _spec_for_find(spec: Any, optimizer: str | None, device: str | None) -> Any:
+    from lrlab import runner
+
+    s = runner.as_spec(spec)
+    if s.sweep:
+        keys = ", ".join(k for k, _ in s.sweep)
+        raise LrlabError(f"a range test runs one configuration; the spec sweeps {keys} "
+                         "(give one value per key)")
+    if optimizer is not None:
+        from lrlab.spec import OPTIMIZERS
+
+        if optimizer not in OPTIMIZERS:
+            raise bad_value("optimizer", optimizer, "one of " + ", ".join(OPTIMIZERS))
+        s = replace(s, train=replace(s.train, optimizer=optimizer))
+    if device is not None:
+        s = replace(s, run=replace(s.run, device=device))
+    if s.run.device == "cuda" and not torch.cuda.is_available():
+        raise bad_value("[run].device", "cuda", "cpu on this machine (no CUDA device found)")
+    return replace(s, phases=())
+
+
+def find_spec(spec: Any, s: Settings, seeds: tuple[int, ...], check: bool = False,
+              epochs: int | None = None, optimizer: str | None = None,
+              device: str | None = None) -> FindResult:
+    """The range test for an lrlab MLP described by a spec (Spec, TOML path or dict)."""
+    from lrlab import data, runner
+    from lrlab import spec as spec_mod
+
+    t0 = time.perf_counter()
+    check_settings(s)
+    sp = replace(_spec_for_find(spec, optimizer, device), seeds=seeds)
+    members = spec_mod.members(sp)
+    ds = data.load(sp.data)
+    runner.check_shapes(members[0], ds)
+    dev = torch.device(sp.run.device)
+    dtype = torch.float64 if sp.run.dtype == "float64" else torch.float32
+    train = members[0].train
+    cohort = spec_mod.cohorts(sp)[0]
+    with runner.threads_for(cohort, ds, sp.run.threads):
+        curves = run_ramp(NetCohort(sp, train, ds, seeds, dev, dtype), seeds, s, dev, dtype)
+    result = finish(curves, s, train.optimizer, t0)
+    if check:
+        result.check = check_spec(sp, ds, result.suggestions, epochs)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def check_spec(sp: Any, ds: Any, sugg: Mapping[str, Suggestion], epochs: int | None) -> Check:
+    """Short runs of the find spec (engine.run_cohort) at each candidate lr, all seeds."""
+    from lrlab import engine, runner
+    from lrlab import spec as spec_mod
+
+    cands = candidates(sugg)
+    if not cands:
+        raise LrlabError("nothing to check: no rule suggested a learning rate")
+    n = ds.X_train.shape[0]
+    spe = len(engine._batches(n, sp.train.batch_size))
+    ep = check_epochs(spe, epochs)
+    lrs = tuple(dict.fromkeys(lr for _, _, lr in cands))
+    run_spec = replace(sp, sweep=(("lr", lrs),), train=replace(sp.train, epochs=ep))
+    metric = "val_loss" if len(ds.y_val) else "train_loss"
+    acc_key = "val_acc" if metric == "val_loss" else "train_acc"
+    finals: dict[float, list[float]] = {lr: [] for lr in lrs}
+    accs: dict[float, list[float]] = {lr: [] for lr in lrs}
+    for c in spec_mod.cohorts(run_spec, sp.run.max_members_per_cohort):
+        with runner.threads_for(c, ds, sp.run.threads):
+            for r in engine.run_cohort(c, ds, sp.run):
+                lr = dict(r.member.values)["lr"]
+                ok = r.status == "ok"
+                finals[lr].append(r.history[metric][-1] if ok else None)
+                accs[lr].append(r.history[acc_key][-1] if ok else None)
+    return Check(metric, ep, check_rows(cands, finals, accs))
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def find_lr(
+    model: Any,
+    train_loader: Any = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    *,
+    optimizer: Any = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_iter: int = 100,
+    mode: str = "exp",
+    smooth: float = 0.98,
+    diverge_th: float = 4.0,
+    seeds: int | Sequence[int] = 5,
+    first_seed: int = 0,
+    val_loader: Any = None,
+    check: bool = False,
+    check_epochs: int | None = None,
+    device: str | torch.device | None = None,
+) -> FindResult:
+    """The learning-rate range test, several seeds as one cohort.
+
+    `model` is either an lrlab spec (a `Spec`, a TOML path or a TOML-shaped dict: data, model
+    and optimizer as in `lrlab sweep`) or your own `torch.nn.Module`, with `train_loader`
+    yielding `(inputs, targets)` batches and `loss_fn(outputs, targets) -> scalar`.
+
+    - optimizer: a name (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw) or a
+      `torch.optim` SGD/Adagrad/RMSprop/Adam/AdamW object, whose class and the settings of its
+      first param group are used (its lr is ignored: the ramp sets it). None: the spec's
+      optimizer, or adam for a module.
+    - seeds: a count (seeds first_seed .. first_seed+seeds-1) or a list. For a module, seed s
+      is `torch.manual_seed(s)` followed by `reset_parameters()` on every submodule that has
+      one; all seeds see the same batches from your loader (one pass feeds the cohort).
+    - val_loader (modules only): record the mean validation loss after every step instead of
+      the training batch loss (slower; as torch-lr-finder's val_loader).
+    - check: train short runs at each suggestion and at x0.3 and x3 of it (check_epochs
+      epochs, default about CHECK_STEPS steps) and report which trains best.
+
+    Your module's state_dict and train/eval modes, your optimizer's state and torch's global
+    RNG are the same afterwards as before (restored in a `finally`).
+    """
+    from lrlab import spec as spec_mod
+
+    s = Settings(start_lr, end_lr, num_iter, mode, smooth, diverge_th)
+    check_settings(s)
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise bad_value("first_seed", first_seed, "an integer >= 0")
+    seed_list = spec_mod.parse_seeds(list(seeds) if not isinstance(seeds, int) else seeds,
+                                     first_seed)
+    if isinstance(model, torch.nn.Module):
+        from lrlab import finder_module
+
+        if train_loader is None or loss_fn is None:
+            raise LrlabError("find_lr(model, train_loader, loss_fn): a module needs a "
+                             "train_loader and a loss_fn")
+        return finder_module.find_module(model, train_loader, loss_fn, s, seed_list,
+                                         optimizer=optimizer, val_loader=val_loader,
+                                         check=check, epochs=check_epochs, device=device)
+    if train_loader is not None or loss_fn is not None or val_loader is not None:
+        raise LrlabError("train_loader, loss_fn and val_loader go with a torch.nn.Module; "
+                         "a spec brings its own data")
+    if optimizer is not None and not isinstance(optimizer, str):
+        raise bad_value("optimizer", optimizer, "an optimizer name for a spec")
+    return find_spec(model, s, seed_list, check=check, epochs=check_epochs,
+                     optimizer=optimizer, device=None if device is None else str(device))

@@ -1,0 +1,280 @@
+"""The range test: the divergence point of a quadratic, the user's model left alone, seeds as a
+cohort equal to seeds alone, the suggestion rules on hand-made curves, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from lrlab import cli, finder
+from lrlab.errors import LrlabError
+
+# ----------------------------------------------------------------------------- rules
+
+
+LRS = 10 ** np.linspace(-5, 0, 51)  # 0.1 decade apart: LRS[20] = 1e-3
+
+
+def test_steepest_picks_the_inflection_of_a_falling_curve():
+    losses = 2 - np.tanh((np.log10(LRS) + 3) / 0.5)  # falls fastest at lr = 1e-3
+    s = finder.steepest(LRS, losses)
+    assert s.lr == pytest.approx(1e-3) and s.rule == "steepest"
+    assert s.evidence["slope_per_decade"] == pytest.approx(-2.0, rel=0.05)  # d/dx of -tanh(2x)
+
+
+def test_steepest_ignores_drops_past_the_minimum():
+    x = np.log10(LRS)
+    losses = 2 - np.tanh((x + 3) / 0.5) * 0.5  # gentle fall, steepest at 1e-3 ...
+    losses[35:] = losses[34] + 5 * (x[35:] - x[34])  # ... then a rise past the minimum
+    losses[45:48] = losses[44] - 12 * (x[45:48] - x[44])  # a cliff (12 per decade) ...
+    losses[48:] = losses[47]  # ... that stays far above the minimum
+    assert finder.steepest(LRS, losses).lr == pytest.approx(1e-3)
+    assert finder.steepest(LRS, np.linspace(1, 2, 51)).lr is None  # never falls: no lr
+
+
+def test_min10_is_a_tenth_of_the_minimum():
+    losses = (np.log10(LRS) - np.log10(LRS[37])) ** 2 + 1
+    s = finder.min10(LRS, losses)
+    assert s.lr == pytest.approx(LRS[37] / 10) and s.evidence["min_lr"] == LRS[37]
+
+
+def test_valley_on_hand_made_curves():
+    # strictly falling over points 0..19, then rising: fastai's loop sets max_end = 19 and
+    # max_start = 19 - lds[19] = 19 - 20 = -1; sections = 20/3; idx = -1 + 6 + 3 = 8
+    down = np.r_[np.linspace(3, 1, 20), np.linspace(1.05, 2, 10)]
+    assert finder.valley(LRS[:30], down).lr == pytest.approx(LRS[8])
+    # flat for 10 points, falling for 15, rising: max_end = 24, max_start = 24 - 16 = 8;
+    # sections = 16/3; idx = 8 + 5 + 2 = 15
+    flat = np.r_[np.ones(10), np.linspace(0.95, 0.3, 15), np.linspace(0.35, 2, 10)]
+    assert finder.valley(LRS[:35], flat).lr == pytest.approx(LRS[15])
+    assert finder.valley(LRS[:5], np.arange(5.0)).lr is None  # rising only: no valley
+
+
+def _fastai_valley_idx(losses):
+    """fastai.callback.schedule.valley's index, verbatim (the oracle)."""
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return max_start + int(sections) + int(sections / 2)
+
+
+def test_valley_matches_fastai_on_random_curves():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        losses = np.cumsum(rng.normal(0, 1, 60)) + np.linspace(0, -20, 60) * rng.uniform()
+        want = max(0, _fastai_valley_idx(list(losses)))
+        assert finder.valley(LRS[:60] if len(LRS) >= 60 else 10 ** np.linspace(-5, 0, 60),
+                             losses).lr == pytest.approx((10 ** np.linspace(-5, 0, 60))[want])
+
+
+# ----------------------------------------------------------------------------- quadratic
+
+
+def _least_squares(n: int = 64, d: int = 4):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d)) * np.array([3.0, 1.0, 0.5, 0.2])
+    y = X @ (2 * rng.normal(size=d)) + 1.0 + 0.1 * rng.normal(size=n)
+    A = np.c_[X, np.ones(n)]  # nn.Linear's bias is a weight on a ones column
+    lam_max = np.linalg.eigvalsh(2 / n * A.T @ A).max()  # Hessian of mean((A theta - y)^2)
+    return X, y, A, lam_max
+
+
+def _replica(A, y, w0, lrs, beta, th):
+    """Plain-numpy GD along the same ramp: loss after each step, EMA, threshold."""
+    w, avg, best, n = w0.copy(), 0.0, math.inf, 0
+    for lr in lrs:
+        w = w - lr * 2 / len(y) * A.T @ (A @ w - y)
+        loss = np.mean((A @ w - y) ** 2)
+        n += 1
+        avg = beta * avg + (1 - beta) * loss
+        s = avg / (1 - beta**n)
+        if s > th * best:
+            return lr
+        best = min(best, s)
+    return None
+
+
+def test_divergence_point_of_least_squares_is_two_over_lambda_max():
+    """Full-batch GD on least squares diverges exactly for lr > 2/lambda_max.
+
+    A range test ramps the lr while it trains, so "where it diverges" needs care: the error
+    along the top-curvature direction is multiplied by |1 - lr lambda_max| per step, so the
+    ramp first shrinks it and, past the edge, must grow it back beyond 4x the best smoothed
+    loss. Started far below the edge (1e-2 x) that lag puts the reported point ~1.2x beyond
+    2/lambda_max; started at 0.95x the edge, with a slow linear ramp (300 steps to 1.5x) and
+    no batch noise, the finder must land in [1, 1.1] x 2/lambda_max, and never before it:
+    below the edge every step lowers the loss.
+    """
+    X, y, A, lam_max = _least_squares()
+    edge = 2 / lam_max
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+        torch.tensor(X), torch.tensor(y)[:, None]), batch_size=len(y))
+    model = nn.Linear(X.shape[1], 1).double()
+    r = finder.find_lr(model, loader, nn.MSELoss(), optimizer="sgd", start_lr=0.95 * edge,
+                       end_lr=1.5 * edge, num_iter=300, mode="linear", seeds=3)
+    assert edge <= r.diverge_lr <= 1.1 * edge, r.diverge_lr / edge
+    for c in r.per_seed:
+        assert edge <= c.diverge_lr <= 1.1 * edge
+    # and it is that GD ramp: seed 0's init (manual_seed(0); reset_parameters()) in numpy
+    torch.manual_seed(0)
+    lin = nn.Linear(X.shape[1], 1, dtype=torch.float64)  # drawn in float64, as the copies are
+    w0 = np.r_[lin.weight.detach().numpy().ravel(), lin.bias.detach().numpy()]
+    want = _replica(A, y, w0, finder.ramp(r.settings), 0.98, 4.0)
+    assert r.per_seed[0].diverge_lr == pytest.approx(want, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- user modules
+
+
+def _loader(n=48, d=3, classes=2, dtype=torch.float64, batch=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=dtype)
+    y = (X[:, 0] + 0.3 * torch.randn(n, generator=g, dtype=dtype) > 0).long()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=batch,
+                                       shuffle=True)
+
+
+def test_user_model_and_optimizer_left_bit_identical():
+    loader = _loader(dtype=torch.float32)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
+    x, y = next(iter(loader))
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()  # the optimizer has state to lose
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = {k: v.clone() for k, v in opt.state[model[0].weight].items()}
+    rng_before = torch.get_rng_state()
+    r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), optimizer=opt, seeds=3,
+                       num_iter=40, check=True, check_epochs=1)
+    assert r.optimizer == "adam" and r.check is not None and r.check.rows
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for k, v in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k], v), k
+    for k, v in opt_before.items():
+        assert torch.equal(opt.state[model[0].weight][k], v), k
+    assert opt.param_groups[0]["lr"] == 0.01
+    assert not model.training and not model[0].training
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_module_vmap_cannot_batch_falls_back_with_a_notice():
+    loader = _loader(dtype=torch.float32)
+    model = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2),
+                          nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="one at a time"):
+        r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), seeds=2, num_iter=20)
+    assert any("vmap" in n for n in r.notices)
+    for k, v in before.items():  # BN running stats and num_batches_tracked too
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_five_seed_cohort_equals_five_single_seed_finds(dropout):
+    layers = [nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh()]
+    layers += [nn.Dropout(0.1)] if dropout else []  # dropout: the one-at-a-time fallback
+    model = nn.Sequential(*layers, nn.Linear(8, 2)).double()
+    loader = _loader()  # shuffles with torch's global RNG: seeded the same before each find
+    kw = dict(num_iter=30, start_lr=1e-4, end_lr=3.0, optimizer="adam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(123)
+        cohort = finder.find_lr(model, loader, nn.CrossEntropyLoss(), seeds=5, **kw)
+        alone = []
+        for s in range(5):
+            torch.manual_seed(123)
+            alone.append(finder.find_lr(model, loader, nn.CrossEntropyLoss(), seeds=[s], **kw))
+    for s, one in enumerate(alone):
+        a, b = cohort.per_seed[s], one.per_seed[0]
+        assert a.seed == b.seed == s and len(a.raw) == len(b.raw)
+        np.testing.assert_allclose(a.raw, b.raw, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a.loss, b.loss, rtol=1e-10, atol=1e-12)
+        assert a.diverge_lr == b.diverge_lr
+    assert len({tuple(np.round(c.raw[:5], 6)) for c in cohort.per_seed}) == 5  # seeds differ
+
+
+def test_lrlab_net_cohort_equals_single_seeds():
+    spec = {"data": {"source": "blobs", "n": 200}, "model": {"hidden": [8, 8]},
+            "train": {"optimizer": "momentum", "batch_size": 16}, "run": {"dtype": "float64"}}
+    kw = dict(num_iter=40, start_lr=1e-4, end_lr=30.0)
+    cohort = finder.find_lr(spec, seeds=3, **kw)
+    for s in range(3):
+        one = finder.find_lr(spec, seeds=[s], **kw).per_seed[0]
+        np.testing.assert_allclose(cohort.per_seed[s].raw, one.raw, rtol=1e-10, atol=1e-12)
+        assert cohort.per_seed[s].diverge_lr == one.diverge_lr
+    assert cohort.diverge_lr is not None and cohort.optimizer == "momentum"
+    lo, hi = np.asarray(cohort.curve.lo), np.asarray(cohort.curve.hi)
+    assert np.all(lo <= cohort.curve.loss) and np.all(cohort.curve.loss <= hi)
+
+
+def test_bad_settings_raise_one_sentence():
+    model = nn.Linear(3, 2)
+    for kw, key in ((dict(num_iter=5), "num_iter"), (dict(mode="cubic"), "mode"),
+                    (dict(start_lr=1.0, end_lr=0.5), "end_lr"), (dict(smooth=1.0), "smooth"),
+                    (dict(optimizer="lamb"), "optimizer"), (dict(seeds=0), "seeds")):
+        with pytest.raises(LrlabError, match=key):
+            finder.find_lr(model, _loader(dtype=torch.float32), nn.CrossEntropyLoss(), **kw)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+runner = CliRunner()
+IRIS = ["find", "--data", "iris", "--split", "random", "--validation-split", "0.25",
+        "--data-seed", "42", "--model", "4-50-12-3", "--optimizer", "adam"]
+
+
+def test_cli_json_has_the_promised_keys():
+    res = runner.invoke(cli.app, [*IRIS, "--seeds", "3", "--first-seed", "2", "--num-iter",
+                                  "60", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc["suggestions"]) == {"steepest", "valley", "min10"}
+    assert all(v is None or v > 0 for v in doc["suggestions"].values())
+    assert "diverge_lr" in doc and doc["seeds"] == [2, 3, 4]
+    curve = doc["curve"]
+    assert set(curve) == {"lr", "loss", "lo", "hi"} and len(curve["lr"]) > 20
+    assert len({len(v) for v in curve.values()}) == 1
+    assert np.all(np.diff(curve["lr"]) > 0) and curve["lr"][0] == pytest.approx(1e-7)
+
+
+def test_cli_check_writes_plot_and_report(tmp_path):
+    res = runner.invoke(cli.app, ["find", "--data", "blobs", "--n", "300", "--model", "2-8-4",
+                                  "--preprocess", "standardize", "--seeds", "2", "--num-iter",
+                                  "50", "--check", "--epochs", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "check: 2 epochs" in res.stdout and "<- best" in res.stdout
+    doc = json.loads((tmp_path / "find.json").read_text())
+    assert doc["check"]["rows"] and doc["check"]["best"]["loss"] is not None
+    assert (tmp_path / "find.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--mode", "cubic"], "--mode"),
+    (["--start-lr", "-1"], "--start-lr"),
+    (["--optimizer", "adam,sgd"], "optimizer"),
+    (["--first-seed", "-3"], "--first-seed"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
+    res = runner.invoke(cli.app, [*IRIS, *args, "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2
+    assert needle in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
