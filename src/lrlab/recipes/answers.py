@@ -1,0 +1,561 @@
+"""Each recipe's answer to its seed question, as lines of text, from a finished experiment.
+
+An answer function `(directory, recipe) -> list[str]` reads the store only (records, stored
+final weights, the saved spec) and never trains. It prints measurements in the original
+framework's terms (Nielsen's "Epoch k: N / 10000", the article's "Learning Rate: ... Test
+Accuracy: ...") and quotes lrlab's verdicts (label counts, the explanation of a typical run,
+its evidence) per configuration. Measurements that need the data (predictions, dead or
+saturated units) are taken from each member's stored final weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrlab.export import records
+
+Lines = list[str]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _median(xs: Iterable[float | None]) -> float | None:
+    v = [float(x) for x in xs if x is not None and math.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def config_label(member: dict[str, Any], drop: Sequence[str] = ("seed",)) -> str:
+    return ", ".join(f"{k}={_value(v)}" for k, v in member.items() if k not in drop) or "all"
+
+
+def group(recs: Sequence[dict[str, Any]], drop: Sequence[str] = ("seed",)
+          ) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by every swept value except `drop`, in first-appearance order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        out.setdefault(config_label(r["member"], drop), []).append(r)
+    return out
+
+
+def label_counts(g: Sequence[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for r in g:
+        lab = r["verdict"]["label"] if r["verdict"] else r["status"]
+        counts[lab] = counts.get(lab, 0) + 1
+    return ", ".join(f"{c}/{len(g)} {lab}" for lab, c in sorted(counts.items(),
+                                                                 key=lambda kv: -kv[1]))
+
+
+def typical(g: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run to quote: of the most common verdict label, the one with the median val loss."""
+    labels = [r["verdict"]["label"] if r["verdict"] else r["status"] for r in g]
+    top = max(set(labels), key=labels.count)
+    same = [r for r, lab in zip(g, labels) if lab == top]
+    key = [(r["final"]["val_loss"] if r["final"]["val_loss"] is not None else math.inf)
+           for r in same]
+    return same[int(np.argsort(key)[len(same) // 2])]
+
+
+def _evidence(ev: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in ev.items())
+
+
+def verdict_lines(recs: Sequence[dict[str, Any]], title: str = "lrlab's verdicts") -> Lines:
+    """Per configuration: label counts over seeds, a typical run's explanation and evidence."""
+    out = [f"{title} (per configuration, over seeds):"]
+    for label, g in group(recs).items():
+        t = typical(g)
+        out.append(f"- {label}: {label_counts(g)}; median final val acc "
+                   f"{_f(_median(r['final']['val_acc'] for r in g))}")
+        if t["verdict"]:
+            out.append(f"    {t['verdict']['explanation']}")
+            if t["verdict"]["evidence"]:
+                out.append(f"    evidence: {_evidence(t['verdict']['evidence'])}")
+    return out
+
+
+def recommendation_lines(directory: Path) -> Lines:
+    import json
+
+    from lrlab.store import Store
+
+    store = Store.open(directory)
+    try:
+        recs = json.loads(store.meta().get("recommendation", "[]"))
+    finally:
+        store.close()
+    out = []
+    for r in recs:
+        head = f"[{r['group']}] " if len(recs) > 1 else ""
+        out.append(f"- {head}{r['text']}")
+    return (["Recommendation:"] + out) if out else []
+
+
+def header(directory: Path, recipe: Any) -> Lines:
+    seed = f" (seed {recipe.seed})" if recipe.seed else ""
+    return [f"== {recipe.name}{seed}: {recipe.question}", f"   experiment: {directory}"]
+
+
+def history_keys(recs: Sequence[dict[str, Any]], words: Sequence[str]) -> list[str]:
+    """History columns (e.g. probe metrics) whose names contain any of `words`."""
+    keys = dict.fromkeys(k for r in recs for k in r["history"])
+    return [k for k in keys if any(w in k for w in words)]
+
+
+def generic(directory: Path, recipe: Any) -> Lines:
+    recs = records(directory)
+    return header(directory, recipe) + verdict_lines(recs) + recommendation_lines(directory)
+
+
+# ----------------------------------------------------------------------------- final weights
+
+
+class Members:
+    """The stored spec's members, their datasets and final weights (loaded on demand)."""
+
+    def __init__(self, directory: Path) -> None:
+        from lrlab import runner
+        from lrlab import spec as spec_mod
+
+        self.directory = directory
+        self.spec = runner.Result.load(directory).spec
+        self.by_id = {m.index: m for m in spec_mod.members(self.spec)}
+
+    def dataset(self, mid: int) -> Any:
+        from lrlab import data
+
+        return data.load(self.by_id[mid].data)
+
+    def arch(self, mid: int) -> Any:
+        from lrlab import nets
+
+        ds = self.dataset(mid)
+        return nets.arch_for(self.by_id[mid].model, ds.X_train.shape[1], ds.n_classes)
+
+    def weights(self, mid: int) -> list[np.ndarray] | None:
+        from lrlab.store import Store
+
+        store = Store.open(self.directory)
+        try:
+            return store.weights(mid)
+        finally:
+            store.close()
+
+    def init(self, mid: int) -> list[np.ndarray]:
+        """The member's weights at initialisation (recomputed from its seed)."""
+        from lrlab import nets
+
+        m = self.by_id[mid]
+        return [p.numpy() for p in nets.init_member(self.arch(mid), m.model, m.seed)]
+
+
+def layer_outputs(params: Sequence[np.ndarray], x: np.ndarray, arch: Any
+                  ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Hidden (z, a) per layer as [(z, a)...] flattened to a list of z's, and output logits."""
+    import torch
+
+    from lrlab import nets
+
+    ps = [torch.from_numpy(np.asarray(p, dtype=np.float64))[None] for p in params]
+    with torch.no_grad():
+        z_out, cache = nets.forward(ps, torch.from_numpy(np.asarray(x, dtype=np.float64)),
+                                    arch, keep=True)
+    return [z[0].numpy() for _, z, _ in cache[:-1]], z_out[0].numpy()
+
+
+def predictions(logits: np.ndarray) -> np.ndarray:
+    return (logits[:, 0] > 0).astype(int) if logits.shape[1] == 1 else logits.argmax(1)
+
+
+# ----------------------------------------------------------------------------- seed 000
+
+
+def blobs(directory: Path, recipe: Any) -> Lines:
+    """Seed 000: per lr and preprocessing, accuracy, one-class collapse and dead ReLUs."""
+    recs = records(directory)
+    ms = Members(directory)
+    rows = []
+    for r in recs:
+        mid = r["id"]
+        w = ms.weights(mid)
+        ds = ms.dataset(mid)
+        arch = ms.arch(mid)
+        share = dead = None
+        if w is not None and len(ds.X_val):
+            _, logits = layer_outputs(w, ds.X_val, arch)
+            pred = predictions(logits)
+            share = float(np.bincount(pred, minlength=ds.n_classes).max() / len(pred))
+        if w is not None:
+            zs, _ = layer_outputs(w, ds.X_train, arch)
+            dead = float(np.mean(np.concatenate([(z <= 0).all(0) for z in zs])))
+        init_zs, _ = layer_outputs(ms.init(mid), ds.X_train, arch)
+        dead0 = float(np.mean(np.concatenate([(z <= 0).all(0) for z in init_zs])))
+        rows.append((r, share, dead, dead0))
+    out = header(directory, recipe)
+    out.append("Measurements (median over seeds): val acc; share of the validation points "
+               "given the most-predicted class (1.0 = every point gets one class); dead ReLUs "
+               "= hidden units that output 0 for every training point, at init and at the end.")
+    out.append(f"{'preprocess':<12}{'lr':>7}  {'val acc':>7}  {'1-class share':>13}  "
+               f"{'dead at init':>12}  {'dead at end':>11}  verdicts")
+    groups: dict[tuple[str, float], list[Any]] = {}
+    for row in rows:
+        m = row[0]["member"]
+        groups.setdefault((m.get("preprocess", "none"), m.get("lr", 0.0)), []).append(row)
+    stats: dict[tuple[str, float], dict[str, float | None]] = {}
+    for (pre, lr), g in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        s = {"acc": _median(x[0]["final"]["val_acc"] for x in g),
+             "share": _median(x[1] for x in g), "dead": _median(x[2] for x in g),
+             "dead0": _median(x[3] for x in g)}
+        stats[(pre, lr)] = s
+        out.append(f"{pre:<12}{lr:>7g}  {_f(s['acc']):>7}  {_f(s['share']):>13}  "
+                   f"{_pct(s['dead0']):>12}  {_pct(s['dead']):>11}  "
+                   f"{label_counts([x[0] for x in g])}")
+    ok = [x for x in rows if x[0]["final"]["val_acc"] is not None and x[2] is not None]
+    good = [x[2] for x in ok if x[0]["final"]["val_acc"] >= 0.9]
+    bad = [x[2] for x in ok if x[0]["final"]["val_acc"] < 0.5]
+    if good and bad:
+        out.append(f"Dead ReLUs vs outcome: runs with val acc >= 0.9 end with a median "
+                   f"{_pct(_median(good))} dead units ({len(good)} runs); runs below 0.5 with "
+                   f"{_pct(_median(bad))} ({len(bad)} runs).")
+    out += verdict_lines(recs) + recommendation_lines(directory)
+    return out
+
+
+# ----------------------------------------------------------------------------- seed 001
+
+
+def gradcheck_lines(example: Path | None) -> Lines:
+    """The gradient check of the question's own numpy network (and of its corrected copy)."""
+    if example is None or not example.is_file():
+        return []
+    from lrlab import gradcheck
+
+    out = [f"Are the gradients calculated wrong? `lrlab gradcheck {example}` on the "
+           "question's own back_prop:"]
+    res = gradcheck.check_file(example)
+    out += ["    " + line for line in res.lines()]
+    if res.wrong:
+        out.append(f"  -> wrong: {', '.join(res.wrong)} (db1 = np.sum(dZ1, keepdims=True) sums "
+                   "over units AND samples; it needs axis=1). Every other array agrees with "
+                   "finite differences.")
+    fixed = example.with_name(example.stem + "_fixed.py")
+    if fixed.is_file():
+        res2 = gradcheck.check_file(fixed)
+        out.append(f"  with axis=1 put back ({fixed.name}): "
+                   + ("all arrays ok" if res2.ok else "still wrong: " + ", ".join(res2.wrong)))
+    out.append("  lrlab trains this network with its own checked backward pass (no db1 bug), "
+               "so a spike below comes from the learning rate, not from wrong gradients.")
+    return out
+
+
+SPIKE_WINDOW = 10
+"""Epochs after the start in which a rise of the training loss above its initial value counts
+as the early spike."""
+
+
+def tanh(directory: Path, recipe: Any) -> Lines:
+    """Seed 001: the early loss spike per lr and init scale, and the gradient check."""
+    recs = records(directory)
+    out = header(directory, recipe)
+    out += gradcheck_lines(recipe.example_path)
+    sharp = history_keys(recs, ("sharp", "hessian", "eig"))
+    out.append(f"The early spike (full-batch GD; medians over seeds): loss at init, the highest "
+               f"training loss in epochs 1-{SPIKE_WINDOW} and when, the share of seeds whose "
+               "loss rose above its start, the final training loss."
+               + (f" Sharpness ({sharp[0]}) at init against the stability limit 2/lr."
+                  if sharp else ""))
+    head = (f"{'init_scale':>10}{'lr':>7}  {'start':>7}  {'peak':>8}  {'epoch':>5}  "
+            f"{'spiked':>6}  {'final':>7}  ")
+    out.append(head + (f"{'sharpness':>9}  {'2/lr':>7}  " if sharp else "") + "verdicts")
+    for _label, g in _sorted_groups(recs, ("init_scale", "lr")):
+        m = g[0]["member"]
+        starts, peaks, when, spiked, finals, s0 = [], [], [], 0, [], []
+        for r in g:
+            loss = r["history"]["train_loss"]
+            start = loss[0]
+            window = [(x if x is not None else math.inf) for x in loss[1:SPIKE_WINDOW + 1]]
+            if start is None or not window:
+                continue
+            k = int(np.argmax(window))
+            starts.append(start)
+            peaks.append(window[k])
+            when.append(k + 1)
+            spiked += window[k] > start
+            finals.append(r["final"]["train_loss"] if r["status"] == "ok" else None)
+            if sharp:
+                s0.append(r["history"][sharp[0]][0])
+        lr = float(m.get("lr", 0.0))
+        row = (f"{_value(m.get('init_scale', 1.0)):>10}{lr:>7g}  {_f(_median(starts)):>7}  "
+               f"{_f(_median(peaks)):>8}  {_f(_median(when), 2):>5}  "
+               f"{spiked:>3}/{len(g):<2}  {_f(_median(finals)):>7}  ")
+        if sharp:
+            row += f"{_f(_median(s0)):>9}  {2 / lr:>7.3g}  "
+        out.append(row + label_counts(g))
+    asked = [r for r in recs if r["member"].get("lr") in (0.01, 1.0)
+             and r["member"].get("init_scale", 1.0) == 1.0]
+    out += verdict_lines(asked or recs, "lrlab's verdicts for the question's lrs (0.01 and 1)")
+    out += recommendation_lines(directory)
+    return out
+
+
+def _sorted_groups(recs: Sequence[dict[str, Any]], keys: Sequence[str]
+                   ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def order(item: tuple[str, list[dict[str, Any]]]) -> tuple:
+        m = item[1][0]["member"]
+        return tuple(str(m.get(k)) if not isinstance(m.get(k), (int, float)) else m.get(k)
+                     for k in keys)
+
+    return sorted(group(recs).items(), key=order)
+
+
+# ----------------------------------------------------------------------------- seed 003
+
+
+def _n_test(ms: Members, mid: int) -> int:
+    return int(len(ms.dataset(mid).y_val))
+
+
+def nielsen_lines(hist: dict[str, list[Any]], n: int, phase: int | None = None) -> Lines:
+    """Nielsen's per-epoch printout: "Epoch k: N / n", k from 0 within the phase."""
+    out = []
+    phases = hist.get("phase") or [None] * len(hist["epoch"])
+    k = 0
+    for ep, acc, ph in zip(hist["epoch"], hist["val_acc"], phases):
+        if ep == 0 or (phase is not None and ph is not None and int(ph) != phase):
+            continue
+        out.append(f"Epoch {k}: {_correct(acc, n)} / {n}")
+        k += 1
+    return out
+
+
+def _correct(acc: float | None, n: int) -> str:
+    return "?" if acc is None else str(int(round(acc * n)))
+
+
+def nielsen(directory: Path, recipe: Any) -> Lines:
+    """Seed 003: Nielsen's printout per seed, and the accuracies after epochs 1 and 5."""
+    recs = records(directory)
+    ms = Members(directory)
+    out = header(directory, recipe)
+    n = _n_test(ms, recs[0]["id"]) if recs else 0
+    for r in recs:
+        out.append(f"seed {r['member'].get('seed')}: net.SGD(training_data, "
+                   f"{len(r['history']['epoch']) - 1}, 10, 3.0, test_data=test_data)")
+        out += ["    " + line for line in nielsen_lines(r["history"], n)]
+    out.append("Test accuracy (Nielsen's 'Epoch k' is after k+1 epochs of training):")
+    for e in (1, 5):
+        vals = [(r["member"].get("seed"), r["history"]["val_acc"][e])
+                for r in recs if len(r["history"]["val_acc"]) > e]
+        if vals:
+            out.append(f"- after epoch {e} ('Epoch {e - 1}'): " + ", ".join(
+                f"seed {s}: {_correct(a, n)} / {n}" for s, a in vals))
+    out.append("- final: " + ", ".join(
+        f"seed {r['member'].get('seed')}: {_correct(r['final']['val_acc'], n)} / {n}"
+        for r in recs))
+    out.append("The question's own run (784-20-10): Epoch 0: 8992 / 10000, Epoch 1: 9181, "
+               "Epoch 4: 9284.")
+    out += verdict_lines(recs)
+    return out
+
+
+SATURATED = 0.02
+"""A sigmoid unit is saturated on a sample when its output is below SATURATED or above
+1 - SATURATED: its derivative a(1 - a) is then under 0.0196, less than a twelfth of its
+largest value 0.25, so almost no gradient passes through it."""
+
+
+def saturation(params: Sequence[np.ndarray], x: np.ndarray, arch: Any) -> dict[str, float]:
+    """Hidden and output sigmoid saturation on x, and the mean derivative a(1-a) per layer."""
+    zs, logits = layer_outputs(params, x, arch)
+    a_h = 1 / (1 + np.exp(-zs[0]))
+    a_o = 1 / (1 + np.exp(-logits))
+    sat_h = (a_h < SATURATED) | (a_h > 1 - SATURATED)
+    return {
+        "hidden_saturated": float(sat_h.mean()),
+        "hidden_units_stuck": float((sat_h.mean(0) >= 0.95).mean()),
+        "hidden_mean_slope": float((a_h * (1 - a_h)).mean()),
+        "output_saturated": float(((a_o < SATURATED) | (a_o > 1 - SATURATED)).mean()),
+        "output_mean_slope": float((a_o * (1 - a_o)).mean()),
+        "w1_rms": float(np.sqrt(np.mean(np.asarray(params[0], dtype=np.float64) ** 2))),
+        "w2_rms": float(np.sqrt(np.mean(np.asarray(params[2], dtype=np.float64) ** 2))),
+    }
+
+
+def break_recover(directory: Path, recipe: Any) -> Lines:
+    """Seed 003: break with lr 300, recover at lr 3.0: accuracies and saturation."""
+    recs = records(directory)
+    ms = Members(directory)
+    out = header(directory, recipe)
+    if not recs:
+        return out
+    n = _n_test(ms, recs[0]["id"])
+    sp = ms.spec
+    p2 = dict(sp.phases[0].overrides) if sp.phases else {}
+    out.append(f"phase 1: SGD(training_data, {sp.train.epochs}, {sp.train.batch_size}, "
+               f"{sp.train.lr:g}); phase 2 from those weights: SGD(training_data, "
+               f"{p2.get('epochs', sp.train.epochs)}, {p2.get('batch_size')}, {p2.get('lr')})")
+    summary = []
+    for r in recs:
+        h = r["history"]
+        seed = r["member"].get("seed")
+        out.append(f"seed {seed}, phase 1 (break):")
+        out += ["    " + line for line in nielsen_lines(h, n, phase=0)]
+        out.append(f"seed {seed}, phase 2 (recover):")
+        out += ["    " + line for line in nielsen_lines(h, n, phase=1)]
+        ph = h.get("phase") or []
+        acc = h["val_acc"]
+        p1 = [a for a, p, e in zip(acc, ph, h["epoch"]) if e > 0 and p == 0]
+        p2a = [a for a, p in zip(acc, ph) if p == 1]
+        summary.append((seed, p1[-1] if p1 else None, p2a[0] if p2a else None,
+                        p2a[-1] if p2a else None,
+                        max((a for a in p2a if a is not None), default=None)))
+    out.append("Accuracy on the 10,000 test images:")
+    for seed, broken, first, last, best in summary:
+        out.append(f"- seed {seed}: broken {_correct(broken, n)} / {n}; after 1 recovery "
+                   f"epoch {_correct(first, n)}; after the last {_correct(last, n)} (best "
+                   f"{_correct(best, n)})")
+    out.append("The question's run: broken ~3300-3900 / 10000, then 3905 ... 3966 after 30 "
+               "recovery epochs; a fresh net: 8992 after one epoch.")
+    ds = ms.dataset(recs[0]["id"])
+    arch = ms.arch(recs[0]["id"])
+    out.append(f"Why no recovery (saturation on the test images; a sigmoid counts as saturated "
+               f"when its output is below {SATURATED} or above {1 - SATURATED}, where its slope "
+               "a(1-a) < 0.02):")
+    out.append(f"{'':<22}{'hidden sat.':>11}  {'stuck units':>11}  {'hidden slope':>12}  "
+               f"{'output sat.':>11}  {'|W1| rms':>8}  {'|W2| rms':>8}")
+    for r in recs:
+        w = ms.weights(r["id"])
+        for label, p in (("fresh init", ms.init(r["id"])), ("broken+recovered", w)):
+            if p is None:
+                continue
+            s = saturation(p, ds.X_val, arch)
+            out.append(f"  seed {r['member'].get('seed')} {label:<15}"
+                       f"{_pct(s['hidden_saturated']):>11}  {_pct(s['hidden_units_stuck']):>11}"
+                       f"  {s['hidden_mean_slope']:>12.4f}  {_pct(s['output_saturated']):>11}"
+                       f"  {s['w1_rms']:>8.3g}  {s['w2_rms']:>8.3g}")
+    out.append("  (stuck unit: saturated on >= 95% of the test images; its incoming weights get "
+               "almost no gradient, so lr 3.0 cannot move them back within 30 epochs.)")
+    probes = history_keys(recs, ("saturat", "dead", "slope"))
+    if probes:
+        out.append("Probe measurements per phase (median over seeds, last epoch of each phase):")
+        for key in probes:
+            vals = []
+            for phase in (0, 1):
+                col = [_last_of_phase(r["history"], key, phase) for r in recs]
+                vals.append(_f(_median(col)))
+            out.append(f"- {key}: after break {vals[0]}, after recovery {vals[1]}")
+    out += verdict_lines(recs)
+    return out
+
+
+def _last_of_phase(h: dict[str, list[Any]], key: str, phase: int) -> float | None:
+    vals = [v for v, p, e in zip(h.get(key, []), h.get("phase", []), h["epoch"])
+            if p == phase and e > 0]
+    return vals[-1] if vals else None
+
+
+# ----------------------------------------------------------------------------- seed 004
+
+
+def iris(directory: Path, recipe: Any) -> Lines:
+    """Seed 004: the article's printout per lr, and the lr actually reached with decay."""
+    from lrlab.store import Store
+
+    recs = records(directory)
+    out = header(directory, recipe)
+    store = Store.open(directory)
+    try:
+        last_lr = {r["id"]: (store.series(r["id"]).get("lr") or [None])[-1] for r in recs}
+    finally:
+        store.close()
+    for _label, g in _sorted_groups(recs, ("lr",)):
+        lr = g[0]["member"].get("lr", 0.0)
+        accs = [r["final"]["val_acc"] for r in g]
+        med = _median(accs)
+        line = (f"Learning Rate: {lr:f} Test Accuracy: {100 * med:.2f}" if med is not None
+                else f"Learning Rate: {lr:f} Test Accuracy: -")
+        per = ", ".join("-" if a is None else f"{100 * a:.2f}" for a in accs)
+        out.append(line + f"   (median of {len(g)} seeds: {per}; final train/val loss "
+                   f"{_f(_median(r['final']['train_loss'] for r in g))} / "
+                   f"{_f(_median(r['final']['val_loss'] for r in g))}"
+                   + (f"; lr at the last step {_f(_median(last_lr[r['id']] for r in g), 4)}"
+                      if any(last_lr[r["id"]] != lr for r in g) else "") + ")")
+    out.append(f"The article's 2x2 figure (training and validation loss per lr): "
+               f"{directory / 'curves.png'} (and report.html)")
+    out += verdict_lines(recs) + recommendation_lines(directory)
+    return out
+
+
+# ----------------------------------------------------------------------------- seed 002
+
+
+def tour(directory: Path, recipe: Any) -> Lines:
+    """Seed 002: validation-based selection over methods, lrs and networks."""
+    recs = records(directory)
+    out = header(directory, recipe)
+    by_cfg = group(recs)
+    scored = []
+    for label, g in by_cfg.items():
+        vl = [r["final"]["val_loss"] if r["status"] == "ok" else None for r in g]
+        med_loss = _median(vl) if all(v is not None for v in vl) else None
+        scored.append((med_loss if med_loss is not None else math.inf, label, g))
+    methods: dict[str, list[Any]] = {}
+    for score, _label, g in scored:
+        m = g[0]["member"]
+        key = config_label(m, ("seed", "lr"))
+        methods.setdefault(key, []).append((score, m.get("lr"), g))
+    out.append("Validation-based selection: for each method (optimizer, schedule, network) "
+               "the lr with the lowest median final validation loss over seeds (a run that "
+               "diverged in any seed disqualifies that lr).")
+    out.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'val acc':>7}  verdicts")
+    best_rows = []
+    for key, items in methods.items():
+        score, lr, g = min(items, key=lambda t: t[0])
+        acc = _median(r["final"]["val_acc"] for r in g)
+        best_rows.append((score, key, lr, acc, g))
+    best_rows.sort(key=lambda t: t[0])
+    for score, key, lr, acc, g in best_rows:
+        out.append(f"{key:<58}{_value(lr) if math.isfinite(score) else '-':>8}  "
+                   f"{_f(score if math.isfinite(score) else None, 4):>8}  {_f(acc):>7}  "
+                   f"{label_counts(g)}")
+    if best_rows and math.isfinite(best_rows[0][0]):
+        score, key, lr, acc, g = best_rows[0]
+        out.append(f"Selected: {key}, lr {_value(lr)}: median val loss {score:.4g}, "
+                   f"val acc {_f(acc)}.")
+        for fam, test in (("fixed-lr SGD", _is(optimizer="sgd", schedule="constant")),
+                          ("SGD with a decay schedule", lambda m: m.get("optimizer") == "sgd"
+                           and m.get("schedule") != "constant"),
+                          ("adaptive (Adagrad/RMSprop/Adam), fixed lr",
+                           lambda m: m.get("optimizer") in ("adagrad", "rmsprop", "adam")
+                           and m.get("schedule", "constant") == "constant")):
+            cand = [t for t in best_rows if test(t[4][0]["member"]) and math.isfinite(t[0])]
+            if cand:
+                s, k, lr2, a, _ = cand[0]
+                out.append(f"- best {fam}: {k}, lr {_value(lr2)}: val loss {s:.4g}, "
+                           f"val acc {_f(a)}")
+    return out
+
+
+def _is(**want: Any) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: all(m.get(k, v) == v for k, v in want.items())
