@@ -23,10 +23,17 @@ LRS = 10 ** np.linspace(-5, 0, 51)  # 0.1 decade apart: LRS[20] = 1e-3
 
 
 def test_steepest_picks_the_inflection_of_a_falling_curve():
-    losses = 2 - np.tanh((np.log10(LRS) + 3) / 0.5)  # falls fastest at lr = 1e-3
+    losses = 2 - np.tanh(np.log10(LRS) + 3)  # falls fastest at lr = 1e-3, by 1 per decade
     s = finder.steepest(LRS, losses)
     assert s.lr == pytest.approx(1e-3) and s.rule == "steepest"
-    assert s.evidence["slope_per_decade"] == pytest.approx(-2.0, rel=0.05)  # d/dx of -tanh(2x)
+    assert s.evidence["slope_per_decade"] == pytest.approx(-1.0, rel=0.02)
+
+
+def test_window_slope_is_exact_on_lines_and_tames_noise():
+    x = np.log10(LRS)
+    np.testing.assert_allclose(finder.window_slope(x, 3 * x + 1, 2), 3.0)
+    noisy = 3 * x + np.random.default_rng(0).normal(0, 0.05, len(x))
+    assert np.std(finder.window_slope(x, noisy, 2)) < 0.5 * np.std(np.gradient(noisy, x))
 
 
 def test_steepest_ignores_drops_past_the_minimum():

@@ -41,6 +41,8 @@ CHECK_STEPS = 200
 """Check runs train for about this many steps: ceil(CHECK_STEPS / steps per epoch) epochs,
 clamped to [1, 50], unless the caller names the epochs."""
 SKIP_END = 5
+SLOPE_POINTS = 5
+"""The steepest rule's slope is a least-squares fit over this many neighbouring points."""
 CHECK_TIE = 0.01
 """Check runs whose final losses differ by at most this fraction count as a tie."""
 FLAT = 0.02
@@ -82,16 +84,30 @@ def describe(name: str) -> str:
 @rule("steepest")
 def steepest(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
     """Steepest descent: where the loss falls fastest per decade of lr, left of its minimum."""
-    # torch-lr-finder and fastai's `steep` search the whole curve, so a drop in the chaotic
-    # region past the minimum can win; every lr past the minimum is already too high.
+    # Two deviations from torch-lr-finder (np.gradient over the whole curve) and fastai's
+    # `steep`: the search stops at the minimum (a drop in the chaotic region past it can win
+    # there, and every lr past the minimum is already too high), and the slope is the
+    # least-squares slope over 5 neighbouring points (SLOPE_POINTS), not a 2-3 point
+    # difference, which mostly measures noise.
     if len(lrs) < 2:
         return Suggestion(None, "steepest", {"points": float(len(lrs))})
-    slope = np.gradient(losses, np.log10(lrs))  # d loss / d log10(lr)
+    slope = window_slope(np.log10(lrs), losses, SLOPE_POINTS // 2)  # d loss / d log10(lr)
     i = int(np.argmin(slope[: int(np.argmin(losses)) + 1]))
     if not slope[i] < 0:  # the loss never falls: no steepest descent to point at
         return Suggestion(None, "steepest", {"min_slope_per_decade": float(slope[i])})
     return Suggestion(float(lrs[i]), "steepest", {"slope_per_decade": float(slope[i]),
                                                   "loss": float(losses[i])})
+
+
+def window_slope(x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
+    """Least-squares slope dy/dx at each point over its neighbours i-half..i+half (the window
+    shrinks at the ends)."""
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        xs, ys = x[max(0, i - half): i + half + 1], y[max(0, i - half): i + half + 1]
+        dx = xs - xs.mean()
+        out[i] = float(dx @ (ys - ys.mean()) / (dx @ dx))
+    return out
 
 
 @rule("valley")
@@ -509,8 +525,10 @@ def plot_png(r: FindResult, path: Path) -> str:
                         lw=0, label=f"seed range ({len(r.per_seed)} seeds)")
         ax.plot(c.lr, c.loss, color="#0d47a1", lw=1.8, label="median smoothed loss")
         lo = float(np.min(c.lo))
-        ax.set_ylim(lo - 0.05 * (top - lo + 1e-12),
-                    min(top, r.settings.diverge_th * best) + 0.05 * (top - lo + 1e-12))
+        hi = c.hi[np.isfinite(c.hi)]
+        top = min(max(top, float(np.max(hi)) if len(hi) else top), r.settings.diverge_th * best)
+        pad = 0.05 * (top - lo + 1e-12)
+        ax.set_ylim(lo - pad, top + pad)
     for name, s in r.suggestions.items():
         if s.lr is not None:
             ax.axvline(s.lr, color=COLORS.get(name, "#555"), ls="--", lw=1.2,
