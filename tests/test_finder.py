@@ -168,8 +168,9 @@ def test_user_model_and_optimizer_left_bit_identical():
     opt_before = {k: v.clone() for k, v in opt.state[model[0].weight].items()}
     rng_before = torch.get_rng_state()
     r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), optimizer=opt, seeds=3,
-                       num_iter=40, check=True, check_epochs=1)
+                       num_iter=40, val_loader=loader, check=True, check_epochs=1)
     assert r.optimizer == "adam" and r.check is not None and r.check.rows
+    assert r.check.metric == "val_loss" and len(r.check.rows) == 9
     after = model.state_dict()
     assert before.keys() == after.keys()
     for k, v in before.items():
@@ -179,6 +180,22 @@ def test_user_model_and_optimizer_left_bit_identical():
     assert opt.param_groups[0]["lr"] == 0.01
     assert not model.training and not model[0].training
     assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_a_torch_optimizer_lends_its_class_and_settings():
+    from lrlab.finder_module import train_spec
+
+    p = [nn.Parameter(torch.zeros(2))]
+    t = train_spec(torch.optim.SGD(p, lr=0.3, momentum=0.8, nesterov=True, weight_decay=0.1))
+    assert (t.optimizer, t.momentum, t.nesterov, t.weight_decay) == ("sgd", 0.8, True, 0.1)
+    t = train_spec(torch.optim.AdamW(p, betas=(0.8, 0.99)))
+    assert (t.optimizer, t.beta1, t.beta2, t.weight_decay) == ("adamw", 0.8, 0.99, 0.01)
+    t = train_spec(torch.optim.RMSprop(p, alpha=0.9, centered=True))
+    assert (t.optimizer, t.alpha, t.centered) == ("rmsprop", 0.9, True)
+    with pytest.raises(LrlabError, match="amsgrad"):
+        train_spec(torch.optim.Adam(p, amsgrad=True))
+    with pytest.raises(LrlabError, match="optimizer"):
+        train_spec(torch.optim.LBFGS(p))
 
 
 def test_module_vmap_cannot_batch_falls_back_with_a_notice():

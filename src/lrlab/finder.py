@@ -576,8 +576,8 @@ def finish(curves: list[SeedCurve], s: Settings, optimizer: str, t0: float) -> F
         notices.append("the loss never fell along the ramp: start_lr may already be too high")
     elif len(curve.loss) and curve.loss.min() > (1 - FLAT) * curve.loss[0]:
         notices.append(f"the median loss fell by only {1 - curve.loss.min() / curve.loss[0]:.1%}"
-                       " along the whole ramp: the suggestions point at noise (is the net "
-                       "training at all? check the init and the input scale)")
+                       " along the whole ramp: the suggestions are weak (the net learns little in "
+                       "num_iter steps: raise num_iter, or check the init and the input scale)")
     return FindResult(sugg, diverge, curve, curves, s, optimizer, notices=notices,
                       seconds=time.perf_counter() - t0)
 
