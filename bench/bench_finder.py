@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrlab import data, finder
+from lrlab import data, finder, finder_nets
 from lrlab import spec as spec_mod
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # torch-lr-finder's progress bar
@@ -98,7 +98,7 @@ def timed(fn, *args, **kw) -> tuple[float, object]:
 def part1(repeats: int) -> None:
     x, y = iris()
     seeds = (0, 1, 2, 3, 4)
-    finder.find_spec(SPEC, S, seeds)  # warm-up: data, imports, first kernels
+    finder_nets.find_spec(SPEC, S, seeds)  # warm-up: data, imports, first kernels
     times: dict[str, list[float]] = {"plain loop, 5 x 1 seed": [], "lrlab MLP, 5 seeds": [],
                                      "lrlab nn.Module, 5 seeds": []}
     for _ in range(repeats):
@@ -153,7 +153,7 @@ def part2(finds: int) -> None:
         return float(lr)
 
     tlf(100)
-    finder.find_spec(SPEC, S, (100,))  # warm-up
+    finder_nets.find_spec(SPEC, S, (100,))  # warm-up
     rows: dict[str, list[float | None]] = {k: [] for k in (
         "torch-lr-finder steepest", "lrlab 1 seed steepest", "lrlab 5 seeds steepest",
         "lrlab 5 seeds valley", "lrlab 5 seeds min10", "lrlab nn.Module 5 seeds steepest",

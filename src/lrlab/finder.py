@@ -2,9 +2,10 @@
 
 The lr ramps from `start_lr` to `end_lr` over `num_iter` steps (exponentially or linearly), each
 step on a fresh batch. Every seed is a member of one batched model, so K seeds cost about one:
-lrlab's own MLPs run as stacked weights (`nets` + `optim`), a user's `nn.Module` through
-`torch.func` (`finder_module`). Per seed the loss is smoothed by an exponential moving average
-with bias correction, and a seed stops when its smoothed loss exceeds `diverge_th` x its best.
+lrlab's own MLPs run as stacked weights (`finder_nets`), a user's `nn.Module` through
+`torch.func` (`finder_module`); `finder_report` draws the result. Per seed the loss is
+smoothed by an exponential moving average with bias correction, and a seed stops when its
+smoothed loss exceeds `diverge_th` x its best.
 The curve is the median over seeds with the seed range as a band; suggestions are pure
 functions of that curve (STYLE 11), and `check=True` verifies them by short real training runs.
 
@@ -20,12 +21,11 @@ Conventions (documented because the anchors differ):
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -357,7 +357,7 @@ class Check:
                 continue
             out[name] = ("confirmed: trains best of x0.3, x1, x3" if f == 1.0 else
                          f"x{f:g} trained better ({self.metric} {ok[f]:.4g} vs "
-                         f"{_fmt(ok.get(1.0))}): the suggestion is "
+                         f"{fmt(ok.get(1.0))}): the suggestion is "
                          f"{'too low' if f > 1 else 'too high'}")
         return out
 
@@ -446,7 +446,7 @@ class FindResult:
         for name, s in self.suggestions.items():
             lr = "none" if s.lr is None else f"{s.lr:.3g}"
             lines.append(f"  {name:<9} {lr:>9}   {describe(name)}")
-        lines.append(f"  {'diverges':<9} {_fmt(self.diverge_lr):>9}   median lr where the "
+        lines.append(f"  {'diverges':<9} {fmt(self.diverge_lr):>9}   median lr where the "
                      f"smoothed loss passed {self.settings.diverge_th:g} x its best")
         if self.check:
             best = self.check.best
@@ -457,7 +457,7 @@ class FindResult:
                 acc = "" if r.acc is None else f"  acc {r.acc:.3f}"
                 div = f"  ({r.diverged}/{r.seeds} diverged)" if r.diverged else ""
                 lines.append(f"  {r.rule:<9} x{r.factor:<4g} lr {r.lr:<10.3g} "
-                             f"{_fmt(r.loss):>9}{acc}{div}{mark}")
+                             f"{fmt(r.loss):>9}{acc}{div}{mark}")
             for name, text in self.check.verdicts().items():
                 lines.append(f"  {name}: {text}")
         lines += [f"note: {n}" for n in self.notices]
@@ -469,84 +469,10 @@ class FindResult:
         d.mkdir(parents=True, exist_ok=True)
         (d / "find.json").write_text(json.dumps(self.to_json(), indent=1) + "\n",
                                      encoding="utf-8")
-        png = plot_png(self, d / "find.png")
-        return write_html(self, d / "report.html", png)
+        from lrlab import finder_report
 
-
-def write_html(r: FindResult, path: Path, png_b64: str) -> Path:
-    """A small self-contained page: the plot, the suggestions, the check table."""
-    e = html.escape
-    rows = "".join(f"<tr><td>{e(k)}</td><td>{_fmt(s.lr)}</td><td>{e(describe(k))}</td>"
-                   f"<td>{e(', '.join(f'{a}={_fmt(b)}' for a, b in s.evidence.items()))}</td>"
-                   "</tr>" for k, s in r.suggestions.items())
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lrlab find"
-             "</title><style>body{font:15px system-ui,sans-serif;max-width:60em;margin:2em auto}"
-             "td,th{padding:2px 10px;text-align:left}img{max-width:100%}"
-             ".muted{color:#666}</style></head><body><h1>lrlab find</h1>",
-             f"<pre>{e(chr(10).join(r.summary()))}</pre>",
-             f"<img alt='loss against learning rate' src='data:image/png;base64,{png_b64}'>",
-             "<h2>Suggestions</h2><table><tr><th>rule</th><th>lr</th><th>what</th>"
-             f"<th>evidence</th></tr>{rows}</table>",
-             f"<p>Diverges at {_fmt(r.diverge_lr)} (per seed: "
-             f"{e(', '.join(_fmt(c.diverge_lr) for c in r.per_seed))}).</p>"]
-    if r.check:
-        parts.append(f"<h2>Check</h2><p>{r.check.epochs} epochs per run, median final "
-                     f"{e(r.check.metric)} over seeds.</p><table><tr><th>rule</th><th>factor"
-                     "</th><th>lr</th><th>loss</th><th>acc</th><th>diverged</th></tr>")
-        parts += [f"<tr><td>{e(x.rule)}</td><td>x{x.factor:g}</td><td>{x.lr:.4g}</td>"
-                  f"<td>{_fmt(x.loss)}</td><td>{_fmt(x.acc)}</td><td>{x.diverged}/{x.seeds}"
-                  "</td></tr>" for x in r.check.rows]
-        parts.append("</table>")
-    parts.append(f"<p class='muted'>settings: {e(json.dumps(r.to_json()['settings']))}</p>"
-                 "</body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
-
-
-COLORS = {"steepest": "#2e7d32", "valley": "#1565c0", "min10": "#6a1b9a"}
-
-
-def plot_png(r: FindResult, path: Path) -> str:
-    """Loss against lr (log axis): median, seed band, suggestions, divergence. Returns base64."""
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = r.curve
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    if len(c.lr):
-        top = float(np.max(c.loss))
-        best = float(np.min(c.loss))
-        ax.fill_between(c.lr, c.lo, np.minimum(c.hi, 1e300), color="#90caf9", alpha=0.45,
-                        lw=0, label=f"seed range ({len(r.per_seed)} seeds)")
-        ax.plot(c.lr, c.loss, color="#0d47a1", lw=1.8, label="median smoothed loss")
-        lo = float(np.min(c.lo))
-        hi = c.hi[np.isfinite(c.hi)]
-        top = min(max(top, float(np.max(hi)) if len(hi) else top), r.settings.diverge_th * best)
-        pad = 0.05 * (top - lo + 1e-12)
-        ax.set_ylim(lo - pad, top + pad)
-    for name, s in r.suggestions.items():
-        if s.lr is not None:
-            ax.axvline(s.lr, color=COLORS.get(name, "#555"), ls="--", lw=1.2,
-                       label=f"{name}: {s.lr:.3g}")
-    if r.diverge_lr is not None:
-        ax.axvline(r.diverge_lr, color="#c62828", ls=":", lw=1.5,
-                   label=f"diverges: {r.diverge_lr:.3g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss (smoothed)")
-    ax.set_title(f"lr range test: {r.optimizer}, {len(r.per_seed)} seeds")
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    path.write_bytes(buf.getvalue())
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+        png = finder_report.plot_png(self, d / "find.png")
+        return finder_report.write_html(self, d / "report.html", png)
 
 
 def _num(v: float | None) -> float | None:
@@ -557,7 +483,7 @@ def _list(a: np.ndarray) -> list[float | None]:
     return [_num(float(v)) for v in np.asarray(a, dtype=np.float64)]
 
 
-def _fmt(v: float | None) -> str:
+def fmt(v: float | None) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.4g}"
 
 
@@ -580,141 +506,6 @@ def finish(curves: list[SeedCurve], s: Settings, optimizer: str, t0: float) -> F
                        "num_iter steps: raise num_iter, or check the init and the input scale)")
     return FindResult(sugg, diverge, curve, curves, s, optimizer, notices=notices,
                       seconds=time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- lrlab nets
-
-
-class NetCohort:
-    """K seeds of an lrlab MLP as stacked weights; each seed its own init and batch order."""
-
-    def __init__(self, spec: Any, train: Any, ds: Any, seeds: Sequence[int],
-                 device: torch.device, dtype: torch.dtype) -> None:
-        from lrlab import engine, nets, optim
-
-        self.engine, self.nets = engine, nets
-        k = len(seeds)
-        self.arch = nets.arch_for(spec.model, ds.X_train.shape[1], ds.n_classes)
-        self.params = nets.init_params(self.arch, [spec.model] * k, seeds, device, dtype)
-        self.opt = optim.make(train.optimizer, optim.hyperparams([train] * k, device, dtype))
-        self.state = self.opt.init(self.params)
-        self.compact = optim.compact
-        self.x = torch.from_numpy(np.array(ds.X_train)).to(device=device, dtype=dtype)
-        self.y = torch.from_numpy(np.array(ds.y_train)).to(device)
-        self.bounds = engine._batches(self.x.shape[0], train.batch_size)
-        self.shuffle, self.seeds, self.t = train.shuffle, list(seeds), 0
-        self.clip = torch.full((k,), float(train.clip_norm), device=device, dtype=dtype)
-        self.order: Tensor | None = None
-
-    def _batch(self) -> tuple[Tensor, Tensor]:
-        epoch, b = divmod(self.t, len(self.bounds))
-        if len(self.bounds) == 1:
-            return self.x, self.y  # full batch: shared by every member, order irrelevant
-        if b == 0 or self.order is None:
-            n = self.x.shape[0]
-            rows = [self.engine.epoch_order(s, epoch + 1, n) if self.shuffle else np.arange(n)
-                    for s in self.seeds]
-            self.order = torch.from_numpy(np.stack(rows)).to(self.x.device)  # [K, n]
-        lo, hi = self.bounds[b]
-        sel = self.order[:, lo:hi]
-        return self.x[sel], self.y[sel]  # [K, B, d], [K, B]
-
-    def step(self, lr: Tensor | None) -> Tensor:
-        xb, yb = self._batch()
-        self.t += 1
-        if lr is None:
-            with torch.no_grad():
-                z, _ = self.nets.forward(self.params, xb, self.arch)
-                return self.nets.loss_terms(z, yb, self.arch)[0].mean(1)
-        loss, _, grads = self.nets.loss_and_grads(self.params, xb, yb, self.arch)
-        if bool((self.clip > 0).any()):
-            grads = self.engine._clip(grads, self.clip)
-        updates, self.state = self.opt.update(grads, self.state, self.params, lr)
-        torch._foreach_add_(self.params, updates)
-        return loss
-
-    def keep(self, idx: list[int]) -> None:
-        keep = torch.tensor(idx, device=self.x.device)
-        self.params = [p[keep].contiguous() for p in self.params]
-        self.state = self.compact(self.state, keep)
-        self.clip = self.clip[keep]
-        self.seeds = [self.seeds[i] for i in idx]
-        if self.order is not None:
-            self.order = self.order[keep]
-
-
-def _spec_for_find(spec: Any, optimizer: str | None, device: str | None) -> Any:
-    from lrlab import runner
-
-    s = runner.as_spec(spec)
-    if s.sweep:
-        keys = ", ".join(k for k, _ in s.sweep)
-        raise LrlabError(f"a range test runs one configuration; the spec sweeps {keys} "
-                         "(give one value per key)")
-    if optimizer is not None:
-        from lrlab.spec import OPTIMIZERS
-
-        if optimizer not in OPTIMIZERS:
-            raise bad_value("optimizer", optimizer, "one of " + ", ".join(OPTIMIZERS))
-        s = replace(s, train=replace(s.train, optimizer=optimizer))
-    if device is not None:
-        s = replace(s, run=replace(s.run, device=device))
-    if s.run.device == "cuda" and not torch.cuda.is_available():
-        raise bad_value("[run].device", "cuda", "cpu on this machine (no CUDA device found)")
-    return replace(s, phases=())
-
-
-def find_spec(spec: Any, s: Settings, seeds: tuple[int, ...], check: bool = False,
-              epochs: int | None = None, optimizer: str | None = None,
-              device: str | None = None) -> FindResult:
-    """The range test for an lrlab MLP described by a spec (Spec, TOML path or dict)."""
-    from lrlab import data, runner
-    from lrlab import spec as spec_mod
-
-    t0 = time.perf_counter()
-    check_settings(s)
-    sp = replace(_spec_for_find(spec, optimizer, device), seeds=seeds)
-    members = spec_mod.members(sp)
-    ds = data.load(sp.data)
-    runner.check_shapes(members[0], ds)
-    dev = torch.device(sp.run.device)
-    dtype = torch.float64 if sp.run.dtype == "float64" else torch.float32
-    train = members[0].train
-    cohort = spec_mod.cohorts(sp)[0]
-    with runner.threads_for(cohort, ds, sp.run.threads):
-        curves = run_ramp(NetCohort(sp, train, ds, seeds, dev, dtype), seeds, s, dev, dtype)
-    result = finish(curves, s, train.optimizer, t0)
-    if check:
-        result.check = check_spec(sp, ds, result.suggestions, epochs)
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def check_spec(sp: Any, ds: Any, sugg: Mapping[str, Suggestion], epochs: int | None) -> Check:
-    """Short runs of the find spec (engine.run_cohort) at each candidate lr, all seeds."""
-    from lrlab import engine, runner
-    from lrlab import spec as spec_mod
-
-    cands = candidates(sugg)
-    if not cands:
-        raise LrlabError("nothing to check: no rule suggested a learning rate")
-    n = ds.X_train.shape[0]
-    spe = len(engine._batches(n, sp.train.batch_size))
-    ep = check_epochs(spe, epochs)
-    lrs = tuple(dict.fromkeys(lr for _, _, lr in cands))
-    run_spec = replace(sp, sweep=(("lr", lrs),), train=replace(sp.train, epochs=ep))
-    metric = "val_loss" if len(ds.y_val) else "train_loss"
-    acc_key = "val_acc" if metric == "val_loss" else "train_acc"
-    finals: dict[float, list[float]] = {lr: [] for lr in lrs}
-    accs: dict[float, list[float]] = {lr: [] for lr in lrs}
-    for c in spec_mod.cohorts(run_spec, sp.run.max_members_per_cohort):
-        with runner.threads_for(c, ds, sp.run.threads):
-            for r in engine.run_cohort(c, ds, sp.run):
-                lr = dict(r.member.values)["lr"]
-                ok = r.status == "ok"
-                finals[lr].append(r.history[metric][-1] if ok else None)
-                accs[lr].append(r.history[acc_key][-1] if ok else None)
-    return Check(metric, ep, check_rows(cands, finals, accs))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -782,5 +573,8 @@ def find_lr(
                          "a spec brings its own data")
     if optimizer is not None and not isinstance(optimizer, str):
         raise bad_value("optimizer", optimizer, "an optimizer name for a spec")
-    return find_spec(model, s, seed_list, check=check, epochs=check_epochs,
-                     optimizer=optimizer, device=None if device is None else str(device))
+    from lrlab import finder_nets
+
+    return finder_nets.find_spec(model, s, seed_list, check=check, epochs=check_epochs,
+                                 optimizer=optimizer,
+                                 device=None if device is None else str(device))

@@ -59,7 +59,7 @@ def find(
                                                  "report.html here")] = None,
 ) -> None:
     """Learning-rate range test: ramp the lr, several seeds at once, suggest and verify."""
-    from lrlab import finder
+    from lrlab import finder, finder_nets
     from lrlab import spec as spec_mod
 
     try:
@@ -80,7 +80,7 @@ def find(
         seed_list = spec_mod.parse_seeds(5 if seeds is None else seeds, first_seed or 0)
         settings = finder.Settings(start_lr, end_lr, num_iter, mode, smooth, diverge_th)
         finder.check_settings(settings, flags=True)
-        result = finder.find_spec(spec, settings, seed_list, check=check, epochs=epochs)
+        result = finder_nets.find_spec(spec, settings, seed_list, check=check, epochs=epochs)
         report = result.save(out_dir) if out_dir else None
     except LrlabError as exc:
         raise fail(exc) from None
