@@ -104,7 +104,7 @@ def part1(repeats: int) -> None:
     for _ in range(repeats):
         times["plain loop, 5 x 1 seed"].append(
             timed(lambda: [plain_find(x, y, s) for s in seeds])[0])
-        times["lrlab MLP, 5 seeds"].append(timed(finder.find_spec, SPEC, S, seeds)[0])
+        times["lrlab MLP, 5 seeds"].append(timed(finder_nets.find_spec, SPEC, S, seeds)[0])
         times["lrlab nn.Module, 5 seeds"].append(timed(
             finder.find_lr, net(), loader(x, y, 0), nn.CrossEntropyLoss(), optimizer="adam",
             seeds=5)[0])
@@ -164,11 +164,11 @@ def part2(finds: int) -> None:
         t, lr = timed(tlf, i)
         rows["torch-lr-finder steepest"].append(lr)
         secs["torch-lr-finder"].append(t)
-        t, r1 = timed(finder.find_spec, SPEC, S, (i,))
+        t, r1 = timed(finder_nets.find_spec, SPEC, S, (i,))
         rows["lrlab 1 seed steepest"].append(r1.suggestions["steepest"].lr)
         secs["lrlab 1 seed"].append(t)
         seeds = tuple(range(5 * i, 5 * i + 5))
-        t, r5 = timed(finder.find_spec, SPEC, S, seeds)
+        t, r5 = timed(finder_nets.find_spec, SPEC, S, seeds)
         for k in ("steepest", "valley", "min10"):
             rows[f"lrlab 5 seeds {k}"].append(r5.suggestions[k].lr)
         secs["lrlab 5 seeds"].append(t)
