@@ -291,6 +291,15 @@ def test_cli_check_writes_plot_and_report(tmp_path):
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
 
 
+def test_cli_takes_a_sweep_spec_file_ignoring_its_lr_axis(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('name = "s"\n[data]\nsource = "blobs"\nn = 300\n[model]\nhidden = [8]\n'
+                 '[sweep]\nlr = [0.1, 0.01]\nseeds = 3\n')
+    res = runner.invoke(cli.app, ["find", str(f), "--num-iter", "30", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["seeds"] == [0, 1, 2]  # the file's seeds
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--mode", "cubic"], "--mode"),
     (["--start-lr", "-1"], "--start-lr"),

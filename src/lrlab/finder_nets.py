@@ -94,10 +94,11 @@ def _spec_for_find(spec: Any, optimizer: str | None, device: str | None) -> Any:
     from lrlab import runner
 
     s = runner.as_spec(spec)
-    if s.sweep:
-        keys = ", ".join(k for k, _ in s.sweep)
-        raise LrlabError(f"a range test runs one configuration; the spec sweeps {keys} "
-                         "(give one value per key)")
+    axes = [k for k, _ in s.sweep if k != "lr"]  # the ramp replaces a swept lr
+    if axes:
+        raise LrlabError(f"a range test runs one configuration; the spec sweeps "
+                         f"{', '.join(axes)} (give one value per key)")
+    s = replace(s, sweep=())
     if optimizer is not None:
         from lrlab.spec import OPTIMIZERS
 

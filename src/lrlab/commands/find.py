@@ -77,7 +77,10 @@ def find(
             raise bad_value("--first-seed", first_seed, "an integer >= 0")
         if seeds is not None and seeds < 1:
             raise bad_value("--seeds", seeds, "an integer >= 1")
-        seed_list = spec_mod.parse_seeds(5 if seeds is None else seeds, first_seed or 0)
+        if seeds is None and first_seed is None and len(spec.seeds) > 1:
+            seed_list = spec.seeds  # the spec file's seeds
+        else:
+            seed_list = spec_mod.parse_seeds(5 if seeds is None else seeds, first_seed or 0)
         settings = finder.Settings(start_lr, end_lr, num_iter, mode, smooth, diverge_th)
         finder.check_settings(settings, flags=True)
         result = finder_nets.find_spec(spec, settings, seed_list, check=check, epochs=epochs)
