@@ -75,6 +75,8 @@ OVERFIT_RISE_EPOCHS = 3
 training loss fell in each of them."""
 REGION_GRID = 100
 """Decision regions: grid points per axis over the raw input plane."""
+SEED_LINES = 12
+"""Curves: up to this many seeds per configuration are drawn one by one (thin), more as a band."""
 PNG_DPI = 100
 FIG_WIDTH = 11.5  # inches: 1150 px at PNG_DPI, the page's content width
 
@@ -596,6 +598,17 @@ def _t(s: Any) -> str:
     return str(s).replace("$", r"\$")
 
 
+def _log_y(ax: Any) -> None:
+    """A log y axis with plain numbers (0.5, 1, 2) instead of 5×10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+
+
 def _lr_ticks(ax: Any, lrs: Sequence[float]) -> None:
     ax.set_xscale("log")
     ticks = sorted(set(lrs))
@@ -719,7 +732,7 @@ def fig_lr_outcome(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Fig
         ax.set_ylabel("final " + key.replace("_", " "))
         ax.grid(alpha=0.3)
     if log_loss:
-        ax1.set_yscale("log")
+        _log_y(ax1)
     if finite:
         ax1.set_ylim(top=top)
     ax2.set_ylim(-0.02, 1.04)
@@ -782,10 +795,13 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
                     continue
                 ep = np.arange(m.shape[1])
                 med = _nanstat(np.nanmedian, m)
-                ax.plot(ep, med, color=color, lw=1.5, label=key.replace("_", " "))
-                if len(ok) > 1:
+                if 1 < len(ok) <= SEED_LINES:  # each seed thin: bimodal outcomes stay visible
+                    for row in m:
+                        ax.plot(ep, row, color=color, lw=0.5, alpha=0.35)
+                elif len(ok) > 1:
                     ax.fill_between(ep, _nanstat(np.nanmin, m), _nanstat(np.nanmax, m),
                                     color=color, alpha=0.18, lw=0)
+                ax.plot(ep, med, color=color, lw=1.6, label=key.replace("_", " "))
                 positive.append(m[np.isfinite(m) & (m > 0)])
             for r in g:
                 if r["status"] != "diverged":
@@ -816,7 +832,7 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
                 axes[i][j].set_visible(False)
     vals = np.concatenate(positive) if positive else np.array([1.0])
     if len(vals) and vals.max() / max(vals.min(), 1e-12) > 30:
-        axes[0][0].set_yscale("log")
+        _log_y(axes[0][0])
     for ax in axes.flat:
         ax.grid(alpha=0.25)
     for j in range(cols):
@@ -887,12 +903,12 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
     fig, axes = plt.subplots(rows, cols, figsize=(min(FIG_WIDTH, 3.7 * cols + 0.4),
                                                   2.45 * rows + 0.45), squeeze=False)
     all_lrs = sorted({lr for r in recs if (lr := lr_of(r["member"])) is not None})
-    cmap = plt.get_cmap("viridis")
+    cmap = plt.get_cmap("plasma")
 
     def lr_color(lr: float | None, k: int) -> Any:
         if lr is None or len(all_lrs) < 2:
             return f"C{k % 10}"
-        return cmap(0.9 * (1 - all_lrs.index(lr) / (len(all_lrs) - 1)))  # darker = larger lr
+        return cmap(0.85 * (1 - all_lrs.index(lr) / (len(all_lrs) - 1)))  # darker = larger lr
 
     table: list[list[Any]] = [["line", "config", "probe", "epoch", "median", "min", "max"]]
     handles: dict[str, Any] = {}
@@ -931,7 +947,7 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
             ax.set_title(_t(title if len(lines) == 1 else f"{line}: {title}"), fontsize=8.5)
             ax.set_xlabel("epoch")
             if log:
-                ax.set_yscale("log")
+                _log_y(ax)
             ax.grid(alpha=0.25)
         for pi in range(len(panels), per_line * cols):
             axes[li * per_line + pi // cols][pi % cols].set_visible(False)
@@ -1097,7 +1113,7 @@ def fig_best_curves(exps: Sequence[Experiment]) -> Figure | None:
         return None
     vals = np.concatenate(positive) if positive else np.array([1.0])
     if len(vals) and vals.max() / max(vals.min(), 1e-12) > 30:
-        ax1.set_yscale("log")
+        _log_y(ax1)
     for ax, title in ((ax1, "train loss"), (ax2, "val loss")):
         ax.set_title(title + " at each experiment's best lr (median over seeds)")
         ax.set_xlabel("epoch")
@@ -1414,9 +1430,10 @@ def sec_curves(exp: Experiment, d: Path) -> str:
         return "<p>No finished runs.</p>"
     f = fig_curves(exp.recs)
     cap = ("Training (blue) and validation (orange) loss per configuration, evaluated on the "
-           "whole set after each epoch (epoch 0 = at initialisation); line = median over the "
-           "seeds that finished, band = their range. Red: a diverged run up to the epoch where "
-           "it blew up (x). All panels share both axes.")
+           "whole set after each epoch (epoch 0 = at initialisation). Bold line: median over the "
+           f"seeds that finished; thin lines: each of those seeds (a band of their range when "
+           f"there are more than {SEED_LINES}). Red: a diverged run up to the epoch where it "
+           "blew up (x). All panels share both axes.")
     return _figure(f, d, "curves", "training and validation loss curves per configuration",
                    _e(cap))
 
@@ -1438,10 +1455,11 @@ def sec_probes(exp: Experiment, d: Path) -> str:
                 "when <code>[run].probes</code> is on and the probes module is installed).</p>"
                 + _notes(notes))
     cap = ("Probe measurements over epochs, one line per learning rate (median over seeds, "
-           "darker = smaller lr): dead ReLU fraction (units that output 0 for every probe "
+           "darker = larger lr): dead ReLU fraction (units that output 0 for every probe "
            "sample), saturated fraction (sigmoid/tanh units in their flat tails), gradient "
-           "norm, update/weight ratio, the share of the most-predicted class and sharpness, "
-           "wherever they were measured.")
+           "norm, update/weight ratio, the share of the most-predicted class and lr × "
+           "sharpness, wherever they were measured. A median hides seeds that behave "
+           "differently: `lrlab export DIR` prints every run's values.")
     html_ = _figure(f, d, "probes", "probe measurements over epochs", _e(cap)) + _notes(notes)
     t = probe_layer_table(exp.recs)
     if t is not None:
