@@ -234,6 +234,47 @@ def test_five_seed_cohort_equals_five_single_seed_finds(dropout):
     assert len({tuple(np.round(c.raw[:5], 6)) for c in cohort.per_seed}) == 5  # seeds differ
 
 
+TORCH_OPT = {
+    "sgd": lambda p: torch.optim.SGD(p), "momentum": lambda p: torch.optim.SGD(p, momentum=0.9),
+    "nesterov": lambda p: torch.optim.SGD(p, momentum=0.9, nesterov=True),
+    "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_OPT))
+def test_module_find_matches_a_plain_torch_optim_ramp(name):
+    """Every optimizer: seed 2's raw curve equals a hand-written torch.optim range test."""
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
+    r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), optimizer=name, seeds=[2],
+                       start_lr=1e-3, end_lr=0.5, num_iter=20)
+    ref = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    torch.manual_seed(2)  # seed 2 = manual_seed(2), then reset_parameters() in modules() order
+    for m in ref.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    opt = TORCH_OPT[name](ref.parameters())
+    batches = [b for _ in range(5) for b in loader]
+    want = []
+    for t, lr in enumerate([*finder.ramp(r.settings), None]):
+        xb, yb = batches[t]
+        loss = nn.functional.cross_entropy(ref(xb), yb)
+        if t:
+            want.append(loss.item())  # the loss after the step with the previous lr
+        if lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = float(lr)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    got = r.per_seed[0].raw
+    np.testing.assert_allclose(got, want[: len(got)], rtol=1e-9, atol=1e-12)
+
+
 def test_lrlab_net_cohort_equals_single_seeds():
     spec = {"data": {"source": "blobs", "n": 200}, "model": {"hidden": [8, 8]},
             "train": {"optimizer": "momentum", "batch_size": 16}, "run": {"dtype": "float64"}}
