@@ -1,22 +1,34 @@
 """The driver: spec -> data -> cohorts -> engine -> store -> verdicts -> report.
 
-Everything that can fail on bad input (spec, data files, shapes) is checked before the
-experiment folder is created, so a bad input leaves nothing behind. Each cohort is committed
-to the store as it finishes; an existing folder with the same spec resumes where it stopped.
+- Bad input is found before anything is written: the spec, the data files, the model's shapes
+  against the data, the batch sizes and the schedules' lengths are all checked, and the Ray
+  cluster (for `backend = "ray"`) is reached, before the experiment folder is created.
+- The cohort is the unit of work and of commit. Cohorts are fixed when the folder is created
+  (by the spec and a memory estimate that depends on the spec and data shapes only, never on
+  the machine) and stored; a resume reruns the unfinished cohorts with exactly their stored
+  members, on any backend, so the numbers are those of an undisturbed run.
+- Each finished cohort is committed in one transaction as its result arrives; an existing folder
+  with the same experiment resumes where it stopped, a different one is refused.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
+import os
 import platform
+import resource
 import shutil
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -76,7 +88,21 @@ def check_shapes(m: spec_mod.Member, ds: data_mod.Dataset) -> None:
         if t.batch_size > n:
             raise LrlabError(f"`[train].batch_size` is {t.batch_size} but the training set of "
                              f"{ds.name!r} has only {n} samples; use at most {n} (0 = full batch)")
+        _check_schedule_length(t, n)
     nets.layer_inits(m.model, len(m.model.hidden) + 1)
+
+
+def steps_per_epoch(batch_size: int, n: int) -> int:
+    """Minibatches per epoch (the last may be partial; 0 or >= n is one full batch)."""
+    return 1 if batch_size <= 0 or batch_size >= n else math.ceil(n / batch_size)
+
+
+def _check_schedule_length(t: spec_mod.TrainSpec, n: int) -> None:
+    """What a schedule needs of the run's length (warmup shorter than the run, ...)."""
+    from lrlab import schedules
+
+    schedules.check_args(t.schedule, dict(t.schedule_args), epochs=t.epochs,
+                         steps_per_epoch=steps_per_epoch(t.batch_size, n))
 
 
 # ----------------------------------------------------------------------------- results
@@ -129,18 +155,83 @@ class Result:
 # ----------------------------------------------------------------------------- running
 
 
-Backend = Callable[[Sequence[Cohort], Mapping[Any, data_mod.Dataset], Spec,
-                    Callable[[int], None] | None], Iterator[list[engine.MemberRun]]]
+@dataclass
+class CohortResult:
+    """One finished cohort as a backend returns it: its members' runs and where it ran."""
+
+    index: int
+    runs: list[engine.MemberRun]
+    peak_rss_mb: float | None = None  # peak resident memory of the process while it ran
+    worker: str = ""  # host:pid, or ray:NODE_ID:pid
+
+
+Progress = Callable[[int], None]
+Backend = Callable[[Sequence[Cohort], Mapping[Any, data_mod.Dataset], Spec, Progress | None],
+                   Iterator[CohortResult]]
+"""Runs cohorts and yields each one's result as it finishes (any order). The driver commits
+each result to the store before asking for the next, so whatever was yielded is never lost."""
+
+
+def run_cohort(cohort: Cohort, dataset: data_mod.Dataset, spec: Spec,
+               progress: Progress | None = None,
+               hooks: Sequence[engine.EpochHook] | None = None) -> CohortResult:
+    """Train one cohort in this process (what every backend runs, wherever it runs)."""
+    hooks = default_hooks(spec) if hooks is None else hooks
+    with threads_for(cohort, dataset, spec.run.threads), PeakRss() as rss:
+        runs = engine.run_cohort(cohort, dataset, spec.run, hooks, progress)
+    return CohortResult(cohort.index, runs, rss.mb, f"{socket.gethostname()}:{os.getpid()}")
 
 
 def local_backend(cohorts: Sequence[Cohort], datasets: Mapping[Any, data_mod.Dataset],
-                  spec: Spec, progress: Callable[[int], None] | None
-                  ) -> Iterator[list[engine.MemberRun]]:
+                  spec: Spec, progress: Progress | None) -> Iterator[CohortResult]:
     """Run cohorts one after another in this process."""
     hooks = default_hooks(spec)
     for c in cohorts:
-        with threads_for(c, datasets[c.first.data], spec.run.threads):
-            yield engine.run_cohort(c, datasets[c.first.data], spec.run, hooks, progress)
+        yield run_cohort(c, datasets[c.first.data], spec, progress, hooks)
+
+
+class PeakRss:
+    """The peak resident memory (MB) of this process while the block ran.
+
+    `resource.getrusage().ru_maxrss` is the process's lifetime peak: when it rose during the
+    block, that new peak is this block's. Otherwise (an earlier cohort in the same process went
+    higher) a sampler thread's maximum of the current RSS (every 10 ms) stands in for it.
+    """
+
+    INTERVAL = 0.01
+
+    def __enter__(self) -> PeakRss:
+        self.mb: float | None = None
+        self._start = _maxrss_mb()
+        self._sampled = _rss_mb() or 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="lrlab-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._sampled = max(self._sampled, _rss_mb() or 0.0)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        end = _maxrss_mb()
+        self._sampled = max(self._sampled, _rss_mb() or 0.0)
+        self.mb = round(end if end > self._start else self._sampled, 1)
+
+
+def _maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KiB
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 SMALL_STEP_MACS = 2_000_000
@@ -175,7 +266,7 @@ def default_hooks(spec: Spec) -> list[engine.EpochHook]:
     return probes.hooks(spec)
 
 
-def _meta(spec: Spec, command: str | None) -> dict[str, str]:
+def _meta(spec: Spec, command: str | None, cohort_size: int) -> dict[str, str]:
     return {
         "spec_json": json.dumps(spec_mod.to_dict(spec)),
         "spec_toml": spec_mod.to_toml(spec),
@@ -186,27 +277,105 @@ def _meta(spec: Spec, command: str | None) -> dict[str, str]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "device": spec.run.device,
+        "backend": spec.run.backend,
+        "cohort_size": str(cohort_size),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
-def _prepare_dir(out: Path, spec: Spec) -> bool:
-    """True when `out` already holds this experiment (resume); refuse a different one."""
+# ----------------------------------------------------------------------------- the folder
+
+LOCK_FILE = "lrlab.lock"
+RUN_ONLY_KEYS = ("backend", "address", "threads", "max_members_per_cohort")
+"""`[run]` keys that say where and how a sweep runs but not what it computes: an existing
+folder resumes under other values of these (its cohorts are stored, so a different cap on the
+cohort size does not regroup them)."""
+
+
+def identity(spec: Spec) -> dict[str, Any]:
+    """What makes two specs the same experiment: everything but RUN_ONLY_KEYS."""
+    d = spec_mod.to_dict(spec)
+    d["run"] = {k: v for k, v in d["run"].items() if k not in RUN_ONLY_KEYS}
+    return d
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, Mapping) and k != "schedule_args":
+            out.update(_flat(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
+    a, b = _flat(stored), _flat(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    shown = [f"{k}: {json.dumps(a.get(k))} there, {json.dumps(b.get(k))} now" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _stored_spec(out: Path) -> dict[str, Any] | None:
+    """The spec stored in `out`'s database; None when the folder's creation never completed."""
+    store = Store.open(out)
+    try:
+        text = store.meta().get("spec_json")
+    finally:
+        store.close()
+    return None if text is None else json.loads(text)
+
+
+def check_folder(out: Path, spec: Spec) -> bool:
+    """True when `out` already holds this experiment (resume); False when it is new or empty.
+
+    Raises LrlabError for a folder that holds a different experiment or something else.
+    """
     if (out / DB_NAME).is_file():
-        store = Store.open(out)
+        stored = _stored_spec(out)
+        if stored is None:  # killed while creating: meta and members are written together
+            return False
         try:
-            stored = store.meta().get("spec_json")
-        finally:
-            store.close()
-        if stored != json.dumps(spec_mod.to_dict(spec)):
+            same = identity(spec_mod.resolve(stored)) == identity(spec)
+        except LrlabError:  # written by an lrlab whose spec keys differ
+            same = False
+        if not same:
             raise LrlabError(
-                f"{str(out)!r} already holds a different experiment; choose another --out "
-                "or delete that folder")
+                f"--out {str(out)!r} already holds a different experiment ("
+                f"{_differences(_without_run_only(stored), identity(spec))}); choose another "
+                f"--out, add --overwrite to replace it, or `lrlab resume {out}` to finish it "
+                "as it was")
         return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         raise LrlabError(f"--out {str(out)!r} exists and is not an lrlab experiment folder; "
                          "choose another path")
     return False
+
+
+def _without_run_only(d: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    out["run"] = {k: v for k, v in d.get("run", {}).items() if k not in RUN_ONLY_KEYS}
+    return out
+
+
+@contextmanager
+def _folder_lock(directory: Path) -> Iterator[None]:
+    """One writer per experiment folder (an flock, released by the OS if the process dies)."""
+    f: BinaryIO = open(directory / LOCK_FILE, "ab")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LrlabError(f"{str(directory)!r} is being written by another lrlab process; "
+                             "wait for it to finish (or stop it, then `lrlab resume`)") from None
+        yield
+    finally:
+        f.close()
+
+
+# ----------------------------------------------------------------------------- the sweep
 
 
 def sweep(
@@ -220,27 +389,44 @@ def sweep(
 ) -> Result:
     """Run a sweep and write its folder (store, spec, verdicts, report). Returns the Result.
 
+    An existing folder holding the same experiment is resumed: only its unfinished cohorts run.
     `progress(done, total)` is called as member-epochs finish. Bad input raises LrlabError
-    before anything is written.
+    before anything is written; a failure while running leaves every finished cohort stored.
     """
     s = as_spec(spec)
     datasets = load_data(s)
-    cohorts = spec_mod.cohorts(s, s.run.max_members_per_cohort or _auto_chunk(s, datasets))
     directory = Path(out) if out else Path("runs") / s.name
-    resuming = _prepare_dir(directory, s)
-    if backend is None:
-        backend = _backend(s)
-    created = not directory.exists()
-    try:
-        store = Store.create(directory, _meta(s, command) if not resuming else {},
+    resuming = check_folder(directory, s)
+    with _backend_session(s, backend) as run:  # reaches a Ray cluster before writing anything
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            with _folder_lock(directory):
+                _run(s, datasets, directory, resuming, run, progress, command)
+        except LrlabError:
+            if created:  # bad input found late: leave nothing behind
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+    if report:
+        from lrlab import report as report_mod
+
+        report_mod.build(directory)
+    return Result(directory, s)
+
+
+def _run(s: Spec, datasets: Mapping[Any, data_mod.Dataset], directory: Path, resuming: bool,
+         backend: Backend, progress: Callable[[int, int], None] | None,
+         command: str | None) -> None:
+    if resuming:
+        store = Store.open(directory)
+        cohorts = stored_cohorts(s, store.cohort_of())
+    else:
+        size = s.run.max_members_per_cohort or auto_chunk(s, datasets)
+        cohorts = spec_mod.cohorts(s, size)
+        store = Store.create(directory, _meta(s, command, size),
                              [(m.index, c.index, m.swept) for c in cohorts for m in c.members])
-    except Exception:
-        if created:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
     try:
-        if not resuming:
-            (directory / SPEC_FILE).write_text(spec_mod.to_toml(s), encoding="utf-8")
+        _write_spec_file(directory, store)
         done_ids = store.finished_ids()
         todo = [c for c in cohorts if not all(m.index in done_ids for m in c.members)]
         total = sum(_member_epochs(m) for c in todo for m in c.members)
@@ -252,50 +438,116 @@ def sweep(
                 progress(count[0], total)
 
         t0 = time.perf_counter()
-        for runs in backend(todo, datasets, s, tick):
-            store.commit_runs(runs)
+        for res in backend(todo, datasets, s, tick):
+            store.commit_runs(res.runs, peak_rss_mb=res.peak_rss_mb, worker=res.worker)
+        seconds = time.perf_counter() - t0 + float(store.meta().get("train_seconds", 0) or 0)
         store.set_meta(finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-                       train_seconds=f"{time.perf_counter() - t0:.3f}")
+                       train_seconds=f"{seconds:.3f}")
         finish(store, s, datasets)
     finally:
         store.close()
-    if report:
-        from lrlab import report as report_mod
-
-        report_mod.build(directory)
-    return Result(directory, s)
 
 
-def _backend(s: Spec) -> Backend:
-    if s.run.backend == "ray":
-        try:
-            from lrlab import distributed
-        except ImportError as exc:
-            raise LrlabError(f"--backend ray is not available: {exc}") from None
-        return distributed.backend(s.run.address)
-    return local_backend
+def _write_spec_file(directory: Path, store: Store) -> None:
+    """spec.toml beside the store, as stored (written once, atomically)."""
+    path = directory / SPEC_FILE
+    if path.is_file():
+        return
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(store.meta()["spec_toml"], encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def stored_cohorts(s: Spec, cohort_of: Mapping[int, int]) -> list[Cohort]:
+    """The cohorts as they were fixed when the folder was created (member order kept)."""
+    groups: dict[int, list[spec_mod.Member]] = {}
+    for m in spec_mod.members(s):
+        if m.index not in cohort_of:
+            raise LrlabError(f"the stored experiment has no member {m.index}; its database does "
+                             "not match its spec")
+        groups.setdefault(cohort_of[m.index], []).append(m)
+    return [Cohort(i, tuple(groups[i])) for i in sorted(groups)]
+
+
+@contextmanager
+def _backend_session(s: Spec, backend: Backend | None) -> Iterator[Backend]:
+    if backend is not None:
+        yield backend
+    elif s.run.backend == "ray":
+        from lrlab import distributed
+
+        with distributed.session(s.run.address) as ray_backend:
+            yield ray_backend
+    else:
+        yield local_backend
 
 
 def _member_epochs(m: spec_mod.Member) -> int:
     return m.train.epochs + sum(p.epochs for p in m.phases)
 
 
-def _auto_chunk(s: Spec, datasets: Mapping[Any, data_mod.Dataset]) -> int:
-    """Members per cohort so that one cohort's tensors stay near MEMORY_BUDGET bytes."""
-    budget = MEMORY_BUDGET
-    worst = 0
-    for m in spec_mod.members(s):
-        ds = datasets[m.data]
-        arch = nets.arch_for(m.model, ds.X_train.shape[1], ds.n_classes)
-        n = ds.X_train.shape[0] + ds.X_val.shape[0]
-        per = 8 * (6 * arch.n_params() + max(arch.sizes) * (min(n, 4096) + 2 * max(
-            m.train.batch_size, 1) * arch.n_layers))
-        worst = max(worst, per)
-    return max(1, int(budget // max(worst, 1))) if worst else 0
-
+# ----------------------------------------------------------------------------- chunking
 
 MEMORY_BUDGET = 1 * 2**30
-"""Bytes one cohort may use for parameters, optimizer state and activations (an estimate)."""
+"""Bytes one cohort may use (an estimate, see `cohort_bytes`). A constant on purpose: the split
+must depend on the spec and the data's shapes only, never on the machine it runs on, so that a
+cohort keeps its members (and its numbers) wherever and whenever it runs."""
+RECORD_BYTES_PER_EPOCH = 3_000
+"""Python-side history of one member-epoch: ~20 metrics as floats in lists, and their rows when
+the cohort is committed."""
+RECORD_BYTES_PER_STEP = 64
+"""The per-step lr record of one member: a float in a list, then its JSON text."""
+
+
+def cohort_bytes(m: spec_mod.Member, ds: data_mod.Dataset, k: int, itemsize: int = 4) -> int:
+    """An estimate of the peak memory of a cohort of `k` members like `m` on this data.
+
+    Per member: parameter-shaped tensors (weights, gradients, updates, two optimizer states,
+    the previous weights for probes, the final numpy copy), a training batch's activations
+    forward and backward, the epoch's order and gathered samples (the engine gathers the
+    whole epoch only up to `engine.GATHER_BYTES` for the cohort), the train+val losses of one
+    evaluation, and the Python-side records. Per cohort: the evaluation's chunk of activations.
+    """
+    arch = nets.arch_for(m.model, ds.X_train.shape[1], ds.n_classes)
+    n, d = ds.X_train.shape
+    n_all = n + ds.X_val.shape[0]
+    params = 8 * arch.n_params() * itemsize
+    batch = n if m.train.batch_size <= 0 else min(m.train.batch_size, n)
+    acts = 6 * batch * sum(arch.sizes) * itemsize
+    order = 8 * n
+    evaluation = 2 * n_all * itemsize
+    epochs = 1 + _member_epochs(m)
+    steps = sum(t.epochs * steps_per_epoch(t.batch_size, n) for t in (m.train, *m.phases))
+    records = epochs * RECORD_BYTES_PER_EPOCH + steps * RECORD_BYTES_PER_STEP
+    per_member = params + acts + order + evaluation + records
+    gathered = min(k * n * (d * itemsize + 8), engine.GATHER_BYTES + k * n * 8)
+    eval_chunk = 3 * (1 << 22) * arch.n_layers * itemsize
+    return k * per_member + gathered + eval_chunk
+
+
+def auto_chunk(s: Spec, datasets: Mapping[Any, data_mod.Dataset],
+               budget: int = MEMORY_BUDGET) -> int:
+    """The largest cohort size whose estimate fits `budget` for every cohort (at least 1)."""
+    itemsize = 8 if s.run.dtype == "float64" else 4
+    groups: dict[tuple[Any, ...], list[spec_mod.Member]] = {}
+    for m in spec_mod.members(s):
+        groups.setdefault(spec_mod.cohort_key(m), []).append(m)
+    size = max(len(g) for g in groups.values())
+    for g in groups.values():
+        m, ds = g[0], datasets[g[0].data]
+        lo, hi = 1, min(size, len(g))  # largest k in [1, hi] that fits (the estimate grows with k)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if cohort_bytes(m, ds, mid, itemsize) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo < len(g):
+            size = min(size, lo)
+    return size
+
+
+_auto_chunk = auto_chunk  # the old private name
 
 
 def finish(store: Store, s: Spec, datasets: Mapping[Any, data_mod.Dataset]) -> None:
@@ -319,10 +571,24 @@ def run_views(store: Store, s: Spec, datasets: Mapping[Any, data_mod.Dataset] | 
     for row in store.members():
         if row["status"] is None:
             continue
-        ds = (datasets or {}).get(members[row["id"]].data)
+        m = members[row["id"]]
+        ds = (datasets or {}).get(m.data)
         views.append(RunView(row["id"], row["swept"], row["status"], row["diverged_epoch"],
-                             hists.get(row["id"], {}), ds.n_classes if ds else 0))
+                             hists.get(row["id"], {}), ds.n_classes if ds else 0,
+                             member_setup(m)))
     return views
+
+
+def member_setup(m: spec_mod.Member) -> dict[str, Any]:
+    """The resolved settings a verdict may cite (verdicts.RunView.setup)."""
+    init = m.model.init if isinstance(m.model.init, str) else ",".join(m.model.init)
+    return {"activation": m.model.activation, "output": m.model.output, "init": init,
+            "init_scale": m.model.init_scale, "hidden": list(m.model.hidden),
+            "optimizer": m.train.optimizer, "momentum": m.train.momentum,
+            "nesterov": m.train.nesterov, "batch_size": m.train.batch_size,
+            "epochs": m.train.epochs,
+            "phases": [{"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size}
+                       for t in (m.train, *m.phases)]}
 
 
 def group_key(swept: Mapping[str, Any], drop: Sequence[str] = ("lr", "seed")) -> str:

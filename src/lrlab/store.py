@@ -1,9 +1,15 @@
 """One SQLite database per experiment: spec, members, per-epoch metrics, verdicts, weights.
 
-Each finished cohort is committed in one transaction, so an interrupted run leaves a readable
-database holding every cohort that finished and nothing half-written (WAL journal: readers
-never block the writer). Only lrlab writes these files; weights are stored as `.npz` bytes and
-read back with `allow_pickle=False`.
+Commit semantics: each finished cohort is written in one transaction (`commit_runs`), so a
+process killed at any instant (SIGKILL included) leaves a database that opens cleanly and holds
+every cohort that finished, and no member half-written. The WAL journal lets readers (`lrlab
+report`, `export`) read while a sweep writes; `synchronous=NORMAL` keeps every committed
+transaction across a crash of the process (only a power loss may drop the last ones). A member
+row exists from the start with `status` NULL; it becomes finished in the same transaction that
+writes its metrics, which is what `lrlab resume` reads.
+
+Only lrlab writes these files; weights are stored as `.npz` bytes and read back with
+`allow_pickle=False` (nothing here ever unpickles).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS members (
     id INTEGER PRIMARY KEY, cohort INTEGER NOT NULL, swept TEXT NOT NULL,
-    status TEXT, diverged_epoch INTEGER, seconds REAL, finished_at REAL);
+    status TEXT, diverged_epoch INTEGER, seconds REAL, finished_at REAL,
+    peak_rss_mb REAL, worker TEXT);
 CREATE TABLE IF NOT EXISTS metrics (
     member INTEGER NOT NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
     PRIMARY KEY (member, epoch, name)) WITHOUT ROWID;
@@ -41,6 +48,9 @@ CREATE TABLE IF NOT EXISTS verdicts (
     member INTEGER PRIMARY KEY, label TEXT NOT NULL, labels TEXT NOT NULL,
     evidence TEXT NOT NULL, explanation TEXT NOT NULL);
 """
+_TABLES = frozenset({"meta", "members", "metrics", "series", "weights", "verdicts"})
+# Columns added after the first schema: (name, SQL type), added to older databases on open.
+_ADDED_MEMBER_COLUMNS = (("peak_rss_mb", "REAL"), ("worker", "TEXT"))
 
 
 def _finite(x: Any) -> Any:
@@ -72,10 +82,14 @@ class Store:
 
     @classmethod
     def open(cls, directory: str | Path) -> Store:
+        """An existing experiment's database (LrlabError when there is none)."""
         path = Path(directory) / DB_NAME
         if not path.is_file():
             raise LrlabError(f"{str(directory)!r} holds no lrlab experiment (no {DB_NAME})")
-        return cls(path, _connect(path))
+        try:
+            return cls(path, _connect(path))
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond SQLite's reach
+            raise LrlabError(f"{str(path)!r} is not a readable lrlab database ({exc})") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -87,8 +101,13 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------
 
-    def commit_runs(self, runs: Iterable[Any]) -> None:
-        """Write finished members (engine.MemberRun) in one transaction."""
+    def commit_runs(self, runs: Iterable[Any], *, peak_rss_mb: float | None = None,
+                    worker: str | None = None) -> None:
+        """Write finished members (engine.MemberRun) in one transaction: all or nothing.
+
+        `peak_rss_mb` (the peak resident memory of the process while their cohort ran) and
+        `worker` (where it ran) are stored on each member row.
+        """
         now = time.time()
         with self.transaction() as c:
             for r in runs:
@@ -109,8 +128,8 @@ class Store:
                     c.execute("INSERT OR REPLACE INTO weights VALUES (?, ?)",
                               (mid, buf.getvalue()))
                 c.execute("UPDATE members SET status = ?, diverged_epoch = ?, seconds = ?, "
-                          "finished_at = ? WHERE id = ?",
-                          (r.status, r.diverged_epoch, r.seconds, now, mid))
+                          "finished_at = ?, peak_rss_mb = ?, worker = ? WHERE id = ?",
+                          (r.status, r.diverged_epoch, r.seconds, now, peak_rss_mb, worker, mid))
 
     def set_meta(self, **values: str) -> None:
         with self.transaction() as c:
@@ -130,14 +149,25 @@ class Store:
         return dict(self.conn.execute("SELECT key, value FROM meta"))
 
     def members(self) -> list[dict[str, Any]]:
+        """Every member row, finished (`status` set) or not (`status` None), by id."""
         rows = self.conn.execute(
-            "SELECT id, cohort, swept, status, diverged_epoch, seconds FROM members ORDER BY id")
+            "SELECT id, cohort, swept, status, diverged_epoch, seconds, peak_rss_mb, worker "
+            "FROM members ORDER BY id")
         return [{"id": i, "cohort": co, "swept": json.loads(sw), "status": st,
-                 "diverged_epoch": de, "seconds": s} for i, co, sw, st, de, s in rows]
+                 "diverged_epoch": de, "seconds": s, "peak_rss_mb": rss, "worker": w}
+                for i, co, sw, st, de, s, rss, w in rows]
 
     def finished_ids(self) -> set[int]:
         return {i for (i,) in self.conn.execute(
             "SELECT id FROM members WHERE status IS NOT NULL")}
+
+    def cohort_of(self) -> dict[int, int]:
+        """member id -> the cohort it was assigned when the experiment was created."""
+        return dict(self.conn.execute("SELECT id, cohort FROM members"))
+
+    def check(self) -> str:
+        """SQLite's integrity check: "ok", or what is wrong."""
+        return "; ".join(r for (r,) in self.conn.execute("PRAGMA integrity_check"))
 
     def history(self, member: int) -> dict[str, list[Any]]:
         """Per-epoch lists for one member: {"epoch": [...], "train_loss": [...], ...}."""
@@ -183,8 +213,20 @@ def _pivot(rows: Iterable[tuple[int, str, Any]]) -> dict[str, list[Any]]:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with the current schema (older databases gain new columns)."""
     conn = sqlite3.connect(path, timeout=60)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables >= _TABLES:  # a reader of a complete database takes no write lock here
+            conn.executescript(_SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(members)")}
+        for name, kind in _ADDED_MEMBER_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE members ADD COLUMN {name} {kind}")
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
     return conn
