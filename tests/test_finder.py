@@ -89,6 +89,21 @@ def test_valley_matches_fastai_on_random_curves():
                              losses).lr == pytest.approx((10 ** np.linspace(-5, 0, 60))[want])
 
 
+def test_check_verdicts_name_the_direction():
+    def trio(rule, a, b, c):
+        return [finder.CheckRow(rule, f, f, v, None, 0 if v else 5, 5)
+                for f, v in zip((0.3, 1.0, 3.0), (a, b, c))]
+
+    rows = (trio("ok", 0.5, 0.3, 0.4) + trio("low", 0.5, 0.3, 0.2) + trio("high", 0.1, 0.3, 0.9)
+            + trio("tie", 0.301, 0.302, 0.4) + trio("noisy", 0.1, 0.3, 0.2)
+            + trio("dead", None, None, None))
+    check = finder.Check("val_loss", 3, rows)
+    v = check.verdicts()
+    assert v["ok"].startswith("confirmed") and "too low" in v["low"] and "too high" in v["high"]
+    assert "no clear winner" in v["tie"] and "noisy" in v["noisy"] and "diverged" in v["dead"]
+    assert check.best.rule == "high" and check.best.factor == 0.3
+
+
 # ----------------------------------------------------------------------------- quadratic
 
 

@@ -355,6 +355,11 @@ class Check:
                 out[name] = (f"no clear winner: x0.3, x1 and x3 end within "
                              f"{CHECK_TIE:.0%} of each other's {self.metric}")
                 continue
+            if 1.0 in ok and all(v < ok[1.0] for k, v in ok.items() if k != 1.0) and \
+                    len(ok) == 3:
+                out[name] = ("x0.3 and x3 both trained better than x1: the outcome is noisy "
+                             "around this lr (more seeds or epochs would tell)")
+                continue
             out[name] = ("confirmed: trains best of x0.3, x1, x3" if f == 1.0 else
                          f"x{f:g} trained better ({self.metric} {ok[f]:.4g} vs "
                          f"{fmt(ok.get(1.0))}): the suggestion is "
