@@ -89,13 +89,13 @@ def test_flags_reach_every_phase_and_the_data():
 
 
 EXPECT = {
-    "blobs-deep-relu": ["1-class share", "dead at init", "lrlab's verdicts"],
-    "blobs-10": ["1-class share", "lrlab's verdicts"],
+    "blobs-deep-relu": ["1-class", "dead layer", "spread 0", "lrlab's verdicts"],
+    "blobs-10": ["1-class", "plateau", "lrlab's verdicts"],
     "tanh-fullbatch": ["b1", "WRONG", "all arrays ok", "The early spike"],
     "mnist-nielsen": ["Epoch 0: ", "Epoch 1: ", "after epoch 1 ('Epoch 0')"],
     "mnist-break-recover": ["phase 1 (break)", "phase 2 (recover)", "broken+recovered",
                             "fresh init"],
-    "iris-keras": ["Learning Rate: 0.200000 Test Accuracy: ", "curves.png"],
+    "iris-keras": ["Learning Rate: 0.200000 Test Accuracy: ", "keras_loss_2x2.png"],
     "iris-keras-decay": ["Learning Rate: 0.010000 Test Accuracy: ", "lr at the last step"],
     "schedules-tour": ["Validation-based selection", "Selected: "],
 }
@@ -116,6 +116,8 @@ def test_every_recipe_runs_with_smoke_and_writes_report_and_answer(name, tmp_pat
     assert answer.startswith(f"== {name}")
     for words in EXPECT[name]:
         assert words in answer and words in res.output, words
+    if name.startswith("iris"):
+        assert (d / "keras_loss_2x2.png").stat().st_size > 1000
     stored = runner.Result.load(d).spec
     assert stored == recipes.spec(name, smoke=True, data=data_flag)
     recs = runner.Result.load(d).records()

@@ -191,53 +191,105 @@ def predictions(logits: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- seed 000
 
 
+def prior_loss(y: np.ndarray, n_classes: int) -> float:
+    """The cross-entropy of the best constant output: the class frequencies of `y`."""
+    p = np.bincount(y, minlength=n_classes) / max(len(y), 1)
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum())
+
+
+PLATEAU_MARGIN = 0.01
+"""A run is on the plateau when its final training loss is not at least PLATEAU_MARGIN
+(relative) below the prior loss: it does no better than a net that outputs the class
+frequencies whatever the input."""
+
+
+def _spread(logits: np.ndarray) -> float:
+    """How much the output depends on the input: std over samples, mean over output units."""
+    return float(logits.std(0).mean())
+
+
+def _dead(zs: Sequence[np.ndarray]) -> float:
+    """Share of hidden ReLU units whose pre-activation is <= 0 on every sample."""
+    return float(np.mean(np.concatenate([(z <= 0).all(0) for z in zs])))
+
+
+def _dead_layer(zs: Sequence[np.ndarray]) -> bool:
+    """Some hidden layer is dead as a whole: every unit <= 0 on every sample, so the output is
+    the same for every input and no gradient reaches any layer below it, ever again."""
+    return any(bool((z <= 0).all()) for z in zs)
+
+
 def blobs(directory: Path, recipe: Any) -> Lines:
-    """Seed 000: per lr and preprocessing, accuracy, one-class collapse and dead ReLUs."""
+    """Seed 000: per lr and preprocessing, accuracy, one-class collapse, the plateau of a net
+    whose output ignores its input, and dead ReLUs (from the stored final weights)."""
     recs = records(directory)
     ms = Members(directory)
     rows = []
+    prior = None
     for r in recs:
         mid = r["id"]
         w = ms.weights(mid)
         ds = ms.dataset(mid)
         arch = ms.arch(mid)
-        share = dead = None
-        if w is not None and len(ds.X_val):
-            _, logits = layer_outputs(w, ds.X_val, arch)
-            pred = predictions(logits)
-            share = float(np.bincount(pred, minlength=ds.n_classes).max() / len(pred))
+        prior = prior_loss(ds.y_train, ds.n_classes)
+        row: dict[str, Any] = {"rec": r, "member": r["member"]}
+        zs0, out0 = layer_outputs(ms.init(mid), ds.X_train, arch)
+        row.update(dead0=_dead(zs0), spread0=_spread(out0))
         if w is not None:
-            zs, _ = layer_outputs(w, ds.X_train, arch)
-            dead = float(np.mean(np.concatenate([(z <= 0).all(0) for z in zs])))
-        init_zs, _ = layer_outputs(ms.init(mid), ds.X_train, arch)
-        dead0 = float(np.mean(np.concatenate([(z <= 0).all(0) for z in init_zs])))
-        rows.append((r, share, dead, dead0))
+            zs, out_tr = layer_outputs(w, ds.X_train, arch)
+            row.update(dead=_dead(zs), spread=_spread(out_tr), dead_layer=_dead_layer(zs))
+            x_eval = ds.X_val if len(ds.X_val) else ds.X_train
+            pred = predictions(layer_outputs(w, x_eval, arch)[1])
+            row["share"] = float(np.bincount(pred, minlength=ds.n_classes).max() / len(pred))
+        loss = r["final"]["train_loss"]
+        row["stuck"] = r["status"] == "ok" and loss is not None and \
+            loss >= (1 - PLATEAU_MARGIN) * prior
+        rows.append(row)
     out = header(directory, recipe)
-    out.append("Measurements (median over seeds): val acc; share of the validation points "
-               "given the most-predicted class (1.0 = every point gets one class); dead ReLUs "
-               "= hidden units that output 0 for every training point, at init and at the end.")
-    out.append(f"{'preprocess':<12}{'lr':>7}  {'val acc':>7}  {'1-class share':>13}  "
-               f"{'dead at init':>12}  {'dead at end':>11}  verdicts")
-    groups: dict[tuple[str, float], list[Any]] = {}
+    out.append(
+        "Measurements, median over seeds. loss: final training loss; a net that outputs the "
+        f"class frequencies whatever the input scores {_f(prior, 4)} (ln 4 = 1.386 for 4 equal "
+        "classes). plateau: runs ending no more than 1% below that loss. dead layer: runs in "
+        "which a whole hidden layer outputs 0 for every point. 1-class: share of validation "
+        "points given the most-predicted class (1.0 = one class for every point). spread: std "
+        "of the output logits over the training points (how much the output depends on the "
+        "input), at init and at the end. dead: hidden ReLUs that output 0 for every training "
+        "point, at init and at the end.")
+    out.append(f"{'preprocess':<12}{'lr':>6}  {'train acc':>9}  {'val acc':>7}  {'loss':>6}  "
+               f"{'plateau':>7}  {'dead layer':>10}  {'1-class':>7}  {'spread 0':>8}  "
+               f"{'spread':>7}  {'dead 0':>6}  {'dead':>6}  verdicts")
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for row in rows:
-        m = row[0]["member"]
+        m = row["member"]
         groups.setdefault((m.get("preprocess", "none"), m.get("lr", 0.0)), []).append(row)
-    stats: dict[tuple[str, float], dict[str, float | None]] = {}
     for (pre, lr), g in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        s = {"acc": _median(x[0]["final"]["val_acc"] for x in g),
-             "share": _median(x[1] for x in g), "dead": _median(x[2] for x in g),
-             "dead0": _median(x[3] for x in g)}
-        stats[(pre, lr)] = s
-        out.append(f"{pre:<12}{lr:>7g}  {_f(s['acc']):>7}  {_f(s['share']):>13}  "
-                   f"{_pct(s['dead0']):>12}  {_pct(s['dead']):>11}  "
-                   f"{label_counts([x[0] for x in g])}")
-    ok = [x for x in rows if x[0]["final"]["val_acc"] is not None and x[2] is not None]
-    good = [x[2] for x in ok if x[0]["final"]["val_acc"] >= 0.9]
-    bad = [x[2] for x in ok if x[0]["final"]["val_acc"] < 0.5]
-    if good and bad:
-        out.append(f"Dead ReLUs vs outcome: runs with val acc >= 0.9 end with a median "
-                   f"{_pct(_median(good))} dead units ({len(good)} runs); runs below 0.5 with "
-                   f"{_pct(_median(bad))} ({len(bad)} runs).")
+        def med(key: str, g: list[dict[str, Any]] = g) -> float | None:
+            return _median(x.get(key) for x in g)
+
+        fin = [x["rec"]["final"] for x in g]
+        out.append(
+            f"{pre:<12}{lr:>6g}  {_f(_median(f['train_acc'] for f in fin)):>9}  "
+            f"{_f(_median(f['val_acc'] for f in fin)):>7}  "
+            f"{_f(_median(f['train_loss'] for f in fin)):>6}  "
+            f"{sum(x['stuck'] for x in g):>4}/{len(g):<2}  "
+            f"{sum(bool(x.get('dead_layer')) for x in g):>7}/{len(g):<2}  {_f(med('share')):>7}  "
+            f"{_f(med('spread0'), 2):>8}  {_f(med('spread'), 2):>7}  {_pct(med('dead0')):>6}  "
+            f"{_pct(med('dead')):>6}  {label_counts([x['rec'] for x in g])}")
+    learned = [x for x in rows if not x["stuck"] and x["rec"]["status"] == "ok"
+               and x.get("dead") is not None]
+    stuck = [x for x in rows if x["stuck"] and x.get("dead") is not None]
+    if learned and stuck:
+        out.append(
+            f"Dead ReLUs vs outcome: the {len(learned)} runs that left the plateau end with a "
+            f"median {_pct(_median(x['dead'] for x in learned))} dead units, the "
+            f"{len(stuck)} runs on it with {_pct(_median(x['dead'] for x in stuck))}, and "
+            f"{sum(bool(x.get('dead_layer')) for x in stuck)} of those have a whole layer dead; "
+            "at init "
+            f"{_pct(_median(x['dead0'] for x in rows))} are dead already (zero biases, inputs "
+            "of one sign).")
+    for pre in sorted({k[0] for k in groups}):
+        sp = _median(x["spread0"] for x in rows if x["member"].get("preprocess", "none") == pre)
+        out.append(f"Output spread at init with preprocess={pre}: {_f(sp, 3)} (median).")
     out += verdict_lines(recs) + recommendation_lines(directory)
     return out
 
@@ -279,18 +331,22 @@ def tanh(directory: Path, recipe: Any) -> Lines:
     recs = records(directory)
     out = header(directory, recipe)
     out += gradcheck_lines(recipe.example_path)
-    sharp = history_keys(recs, ("sharp", "hessian", "eig"))
+    sharp = history_keys(recs, ("sharpness",))
     out.append(f"The early spike (full-batch GD; medians over seeds): loss at init, the highest "
                f"training loss in epochs 1-{SPIKE_WINDOW} and when, the share of seeds whose "
                "loss rose above its start, the final training loss."
-               + (f" Sharpness ({sharp[0]}) at init against the stability limit 2/lr."
-                  if sharp else ""))
+               + (" Sharpness: the top eigenvalue of the loss Hessian (lrlab's probe), at init "
+                  "and at the end, against 2/lr: gradient descent is unstable along that "
+                  "direction while sharpness > 2/lr, and a spike is the loss climbing out of "
+                  "the sharp region until the curvature it sits in is below 2/lr." if sharp
+                  else ""))
     head = (f"{'init_scale':>10}{'lr':>7}  {'start':>7}  {'peak':>8}  {'epoch':>5}  "
             f"{'spiked':>6}  {'final':>7}  ")
-    out.append(head + (f"{'sharpness':>9}  {'2/lr':>7}  " if sharp else "") + "verdicts")
+    out.append(head + (f"{'sharp 0':>8}  {'sharp end':>9}  {'2/lr':>7}  " if sharp else "")
+               + "verdicts")
     for _label, g in _sorted_groups(recs, ("init_scale", "lr")):
         m = g[0]["member"]
-        starts, peaks, when, spiked, finals, s0 = [], [], [], 0, [], []
+        starts, peaks, when, spiked, finals, s0, s_end = [], [], [], 0, [], [], []
         for r in g:
             loss = r["history"]["train_loss"]
             start = loss[0]
@@ -304,13 +360,15 @@ def tanh(directory: Path, recipe: Any) -> Lines:
             spiked += window[k] > start
             finals.append(r["final"]["train_loss"] if r["status"] == "ok" else None)
             if sharp:
-                s0.append(r["history"][sharp[0]][0])
+                col = r["history"][sharp[0]]
+                s0.append(col[0])
+                s_end.append(next((v for v in reversed(col) if v is not None), None))
         lr = float(m.get("lr", 0.0))
         row = (f"{_value(m.get('init_scale', 1.0)):>10}{lr:>7g}  {_f(_median(starts)):>7}  "
                f"{_f(_median(peaks)):>8}  {_f(_median(when), 2):>5}  "
                f"{spiked:>3}/{len(g):<2}  {_f(_median(finals)):>7}  ")
         if sharp:
-            row += f"{_f(_median(s0)):>9}  {2 / lr:>7.3g}  "
+            row += f"{_f(_median(s0)):>8}  {_f(_median(s_end)):>9}  {2 / lr:>7.3g}  "
         out.append(row + label_counts(g))
     asked = [r for r in recs if r["member"].get("lr") in (0.01, 1.0)
              and r["member"].get("init_scale", 1.0) == 1.0]
@@ -489,7 +547,8 @@ def iris(directory: Path, recipe: Any) -> Lines:
         last_lr = {r["id"]: (store.series(r["id"]).get("lr") or [None])[-1] for r in recs}
     finally:
         store.close()
-    for _label, g in _sorted_groups(recs, ("lr",)):
+    groups = sorted(group(recs).values(), key=lambda g: -g[0]["member"].get("lr", 0.0))
+    for g in groups:  # the article's order: l_r = [0.2, 0.1, 0.03, 0.01]
         lr = g[0]["member"].get("lr", 0.0)
         accs = [r["final"]["val_acc"] for r in g]
         med = _median(accs)
@@ -500,11 +559,59 @@ def iris(directory: Path, recipe: Any) -> Lines:
                    f"{_f(_median(r['final']['train_loss'] for r in g))} / "
                    f"{_f(_median(r['final']['val_loss'] for r in g))}"
                    + (f"; lr at the last step {_f(_median(last_lr[r['id']] for r in g), 4)}"
-                      if any(last_lr[r["id"]] != lr for r in g) else "") + ")")
-    out.append(f"The article's 2x2 figure (training and validation loss per lr): "
-               f"{directory / 'curves.png'} (and report.html)")
+                      if any(not math.isclose(last_lr[r["id"]] or lr, lr, rel_tol=1e-5)
+                             for r in g) else "") + ")")
+    fig = keras_loss_grid(directory, groups)
+    out.append(f"The article's 2x2 figure (Keras' training loss, the running mean over each "
+               f"epoch's batches, and validation loss, per lr): {fig}")
     out += verdict_lines(recs) + recommendation_lines(directory)
     return out
+
+
+KERAS_FIGURE = "keras_loss_2x2.png"
+
+
+def keras_loss_grid(directory: Path, groups: Sequence[Sequence[dict[str, Any]]]) -> Path:
+    """The article's figure: one panel per lr (2 columns), Keras' history['loss'] (lrlab's
+    `batch_loss`: the mean of the epoch's batch losses) and history['val_loss'] against the
+    epoch (1..N, as Keras records them); the median over seeds, each seed as a thin line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, math.ceil(len(groups) / 2))
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 4.5 * rows), squeeze=False)
+    for ax, g in zip(axes.flat, groups):
+        for key, color, label in (("batch_loss", "#1f77b4", "Training Loss"),
+                                  ("val_loss", "#ff7f0e", "Validation Loss")):
+            curves = [[np.nan if v is None else v for v in r["history"].get(key, [])[1:]]
+                      for r in g]
+            n = max((len(c) for c in curves), default=0)
+            if not n:
+                continue
+            m = np.full((len(curves), n), np.nan)
+            for i, c in enumerate(curves):
+                m[i, : len(c)] = c
+            ep = np.arange(1, n + 1)
+            for row in m:
+                ax.plot(ep, row, color=color, lw=0.6, alpha=0.35)
+            with np.errstate(all="ignore"):
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ax.plot(ep, np.nanmedian(m, 0), color=color, lw=2, label=label)
+        ax.legend(loc="upper right")
+        ax.set_title(f"Learning Rate: {g[0]['member'].get('lr', 0.0):.2f}")
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    path = Path(directory) / KERAS_FIGURE
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 # ----------------------------------------------------------------------------- seed 002
