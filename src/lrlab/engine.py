@@ -8,6 +8,7 @@ data order derived from its seed alone, so a member's curve does not depend on i
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +72,34 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), 0x5EED, epoch]).permutation(n)
 
 
+def epoch_orders(seeds: Sequence[int], epoch: int, n: int) -> np.ndarray:
+    """`epoch_order` of several seeds at once: [len(seeds), n] int64. The compiled kernel
+    library carries a copy of numpy's generator (checked against numpy before it is used);
+    numpy itself otherwise."""
+    lib = _orders_lib()
+    if lib is None or not all(0 <= int(s) < 2**63 for s in seeds):
+        return np.stack([epoch_order(s, epoch, n) for s in seeds]).astype(np.int64, copy=False)
+    s = np.asarray([int(v) for v in seeds], dtype=np.int64)
+    out = np.empty((len(s), n), dtype=np.int64)
+    lib.lr_epoch_orders(s.ctypes.data, len(s), int(epoch), n, out.ctypes.data)
+    return out
+
+
+@functools.cache
+def _orders_lib() -> Any:
+    lib = nets.kernel_lib()
+    if lib is None:
+        return None
+    cases = [(0, 1, 10), (12345, 7, 1000), (2**40 + 3, 2**33, 77), (5, 0, 1)]
+    for seed, epoch, n in cases:
+        out = np.empty((1, n), dtype=np.int64)
+        lib.lr_epoch_orders(np.array([seed], dtype=np.int64).ctypes.data, 1, epoch, n,
+                            out.ctypes.data)
+        if not np.array_equal(out[0], epoch_order(seed, epoch, n)):
+            return None
+    return lib
+
+
 def _to_device(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
     t = torch.from_numpy(np.array(a, copy=True))  # the dataset's arrays are read-only
     return t.to(device=device, dtype=dtype) if dtype else t.to(device)
@@ -94,18 +123,24 @@ class _Recorder:
 
     def __init__(self, k: int) -> None:
         self.hist: list[dict[str, list[float | None]]] = [{} for _ in range(k)]
+        self.keys: list[str] = []  # every metric seen so far (all active members share them)
 
     def add(self, idx: Sequence[int], epoch: int, values: dict[str, Tensor | float]) -> None:
         cols = {k: (v.tolist() if isinstance(v, Tensor) else [v] * len(idx))
                 for k, v in values.items()}
+        self.keys += [k for k in cols if k not in self.keys]
+        finite = math.isfinite
         for j, m in enumerate(idx):
             h = self.hist[m]
-            n = len(h.setdefault("epoch", []))
-            h["epoch"].append(epoch)
-            for k in (set(h) | set(cols)) - {"epoch"}:
-                col = h.setdefault(k, [None] * n)  # a key first seen now: earlier epochs None
+            epochs = h.setdefault("epoch", [])
+            n = len(epochs)
+            epochs.append(epoch)
+            for k in self.keys:
+                col = h.get(k)
+                if col is None:
+                    col = h[k] = [None] * n  # a key first seen now: earlier epochs None
                 x = cols[k][j] if k in cols else None
-                col.append(x if x is not None and math.isfinite(x) else None)
+                col.append(x if x is not None and finite(x) else None)
 
 
 def run_cohort(
@@ -125,18 +160,19 @@ def run_cohort(
     arch = nets.arch_for(first.model, data.X_train.shape[1], data.n_classes)
     t0 = time.perf_counter()
 
-    # data on the device once: x [n, d], y [n]
+    # data on the device once: x [n, d], y [n]; train and val rows together for evaluation
     x_tr = _to_device(data.X_train, device, dtype)
-    y_tr = _to_device(data.y_train, device)
+    y_tr = _to_device(data.y_train, device).long()
     x_va = _to_device(data.X_val, device, dtype)
-    y_va = _to_device(data.y_val, device)
+    y_va = _to_device(data.y_val, device).long()
     x_all = torch.cat([x_tr, x_va])
     y_all = torch.cat([y_tr, y_va])
     n, n_tr = x_tr.shape[0], x_tr.shape[0]
     x_probe, y_probe = x_tr[:512], y_tr[:512]
 
-    params = nets.init_params(arch, [m.model for m in members], [m.seed for m in members],
-                              device, dtype)
+    net = nets.Stack(arch, nets.init_params(arch, [m.model for m in members],
+                                            [m.seed for m in members], device, dtype),
+                     x_tr, y_tr, nets.kernel_for(arch, device, dtype), GATHER_BYTES)
     active = torch.arange(K, device=device)
     idx_list = list(range(K))
     rec = _Recorder(K)
@@ -148,21 +184,23 @@ def run_cohort(
     def record(epoch: int, extra: dict[str, Tensor | float]) -> Tensor:
         nonlocal prev_params
         values: dict[str, Tensor | float] = {}
-        tr_loss, tr_acc, va_loss, va_acc = _eval_split(params, x_all, y_all, n_tr, arch)
+        tr_loss, tr_acc, va_loss, va_acc = net.evaluate(x_all, y_all, n_tr)
         values.update(train_loss=tr_loss, train_acc=tr_acc)
         if va_loss is not None:
             values.update(val_loss=va_loss, val_acc=va_acc)
         values.update(extra)
-        ctx = EpochContext(epoch, arch, params, prev_params, last_lr, active, x_probe, y_probe)
-        for hook in hooks:
-            try:
-                values.update(hook(ctx))
-            except Exception as exc:  # name the probe and the event (STYLE 10)
-                raise RuntimeError(f"probe {getattr(hook, '__name__', hook)!r} failed at "
-                                   f"epoch {epoch}: {exc}") from exc
+        if hooks:  # probes get member-major copies (cheap batched matmuls; safe to keep)
+            params = [p.clone(memory_format=torch.contiguous_format) for p in net.params]
+            ctx = EpochContext(epoch, arch, params, prev_params, last_lr, active, x_probe,
+                               y_probe)
+            for hook in hooks:
+                try:
+                    values.update(hook(ctx))
+                except Exception as exc:  # name the probe and the event (STYLE 10)
+                    raise RuntimeError(f"probe {getattr(hook, '__name__', hook)!r} failed at "
+                                       f"epoch {epoch}: {exc}") from exc
+            prev_params = params  # only probes look at the previous weights
         rec.add(idx_list, epoch, values)
-        if hooks:  # only probes look at the previous weights
-            prev_params = [p.clone() for p in params]
         return tr_loss
 
     start_loss = record(0, {"lr": last_lr})
@@ -176,9 +214,8 @@ def run_cohort(
         bounds = _batches(n, t.batch_size)
         shared_batch = len(bounds) == 1  # full batch: order is irrelevant, share x across members
         hp_full = optim.hyperparams(trains, device, dtype)
-        hp = optim.compact_hp(hp_full, active)
-        opt = optim.make(t.optimizer, hp)
-        state = opt.init(params)
+        opt = optim.make(t.optimizer, optim.compact_hp(hp_full, active))
+        state = _relayout(opt.init([net.flat]), net)
         lr0 = torch.tensor([tr.lr for tr in trains], device=device, dtype=dtype)
         sched = schedules.make(t.schedule, lr0, dict(t.schedule_args), len(bounds), t.epochs)
         clip = torch.tensor([tr.clip_norm for tr in trains], device=device, dtype=dtype)
@@ -191,37 +228,27 @@ def run_cohort(
             if shared_batch:
                 order = None
             elif t.shuffle:
-                order = _to_device(np.stack([epoch_order(members[m].seed, epoch, n)
-                                             for m in idx_list]), device)
+                order = _to_device(epoch_orders([members[m].seed for m in idx_list], epoch, n),
+                                   device)
             else:
                 order = torch.arange(n, device=device).expand(len(idx_list), n)
-            gather_all = order is not None and \
-                len(idx_list) * n * x_tr.shape[1] * x_tr.element_size() <= GATHER_BYTES
-            if gather_all:
-                xe, ye = x_tr[order], y_tr[order]  # [K, n, d], [K, n]
-            run_loss = torch.zeros(len(idx_list), device=device, dtype=dtype)
-            epoch_lrs: list[Tensor] = []
-            for lo, hi in bounds:
-                lr = sched(step, e)[active]  # [K_active]
-                if order is None:
-                    xb, yb = x_tr, y_tr  # [n, d] shared
-                elif gather_all:
-                    xb, yb = xe[:, lo:hi], ye[:, lo:hi]  # [K, B, d] views
-                else:
-                    sel = order[:, lo:hi]
-                    xb, yb = x_tr[sel], y_tr[sel]
-                loss, _, grads = nets.loss_and_grads(params, xb, yb, arch)
+            net.begin_epoch(order)
+            lrs = _epoch_lrs(sched, step, e, len(bounds), active)  # [steps, K_active]
+            run_loss = torch.zeros(len(idx_list), device=device, dtype=torch.float64)
+            for s, (lo, hi) in enumerate(bounds):
+                lr = lrs[s]  # [K_active]
+                loss, g = net.loss_and_grads(lo, hi)  # summed batch loss [K], grads [K, P]
                 if clipping:
-                    grads = _clip(grads, clip[active])
-                updates, state = opt.update(grads, state, params, lr)
-                torch._foreach_add_(params, updates)
-                run_loss += loss * (hi - lo)
-                step += 1
-                epoch_lrs.append(lr)
-            for j, col in enumerate(torch.stack(epoch_lrs, 1).tolist()):  # one sync per epoch
+                    g = _clip([g], clip[active])[0]
+                updates, state = opt.update([g], state, [net.flat], lr)
+                net.flat.add_(updates[0])
+                run_loss += loss
+            step += len(bounds)
+            for j, col in enumerate(lrs.t().tolist()):  # one sync per epoch
                 lr_steps[idx_list[j]].extend(col)
-            last_lr = lr
-            tr_loss = record(epoch, {"lr": lr, "batch_loss": run_loss / n, "phase": float(phase)})
+            last_lr = lrs[-1]
+            tr_loss = record(epoch, {"lr": last_lr, "batch_loss": run_loss / n,  # float64
+                                     "phase": float(phase)})
             if hasattr(sched, "observe"):
                 metric = rec_metric(rec, idx_list, K, device, dtype)
                 sched.observe(metric)
@@ -230,12 +257,12 @@ def run_cohort(
                 for j in torch.nonzero(bad).flatten().tolist():
                     m = idx_list[j]
                     runs[m].status, runs[m].diverged_epoch = "diverged", epoch
-                    runs[m].params = [p[j].detach().cpu().numpy().copy() for p in params]
+                    runs[m].params = [p[j].detach().cpu().numpy().copy() for p in net.params]
                     if progress:
                         progress(_remaining(trains, phases, phase, e))
                 keep = torch.nonzero(~bad).flatten()
-                params = [p[keep].contiguous() for p in params]
-                state = optim.compact(state, keep)
+                net.keep(keep)
+                state = _relayout(optim.compact(state, keep), net)
                 active = active[keep]
                 idx_list = active.tolist()
                 opt = optim.make(t.optimizer, optim.compact_hp(hp_full, active))
@@ -244,13 +271,34 @@ def run_cohort(
             if progress:
                 progress(len(idx_list))
     for j, m in enumerate(idx_list):
-        runs[m].params = [p[j].detach().cpu().numpy().copy() for p in params]
+        runs[m].params = [p[j].detach().cpu().numpy().copy() for p in net.params]
     seconds = time.perf_counter() - t0
     for m, r in enumerate(runs):
         r.history = rec.hist[m]
         r.steps = {"lr": lr_steps[m]}
         r.seconds = seconds / K
     return runs
+
+
+def _epoch_lrs(sched: schedules.Schedule, step: int, epoch: int, steps: int,
+               active: Tensor) -> Tensor:
+    """The lr of each of the epoch's steps for the active members: [steps, K_active]."""
+    lrs = [sched(step + s, epoch) for s in range(steps)]
+    if all(v is lrs[0] for v in lrs):  # a per-epoch schedule: one value for the whole epoch
+        return lrs[0][active].expand(steps, -1)
+    return torch.stack(lrs)[:, active]
+
+
+def _relayout(state: Any, net: nets.Stack) -> Any:
+    """Optimizer buffers shaped like the parameters, copied into the stack's memory layout
+    (elementwise updates then run over matching strides)."""
+    if isinstance(state, Tensor):
+        return net.layout(state) if state.shape == net.flat.shape else state
+    if isinstance(state, dict):
+        return {k: _relayout(v, net) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_relayout(v, net) for v in state)
+    return state
 
 
 def rec_metric(rec: _Recorder, idx: list[int], k: int, device: torch.device,
@@ -268,23 +316,3 @@ def _remaining(trains: list[TrainSpec], phases: list[Any], phase: int, e: int) -
     """Member-epochs a member frozen now will not run (for the progress bar)."""
     later = sum(tr[0].epochs for p, tr in phases if p > phase)
     return trains[0].epochs - e - 1 + later
-
-
-def _eval_split(params: list[Tensor], x_all: Tensor, y_all: Tensor, n_tr: int, arch: nets.Arch
-                ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """Train and val loss/accuracy from one batched forward over both sets."""
-    with torch.no_grad():
-        K = params[0].shape[0]
-        step = max(1, (1 << 22) // max(1, K * max(arch.sizes)))
-        losses, corrects = [], []
-        for i in range(0, x_all.shape[0], step):
-            z, _ = nets.forward(params, x_all[i : i + step], arch)
-            loss, correct, _ = nets.loss_terms(z, y_all[i : i + step], arch)
-            losses.append(loss)
-            corrects.append(correct)
-        loss = torch.cat(losses, 1)
-        correct = torch.cat(corrects, 1).to(loss.dtype)
-    tr = (loss[:, :n_tr].mean(1), correct[:, :n_tr].mean(1))
-    if x_all.shape[0] == n_tr:
-        return tr[0], tr[1], None, None
-    return tr[0], tr[1], loss[:, n_tr:].mean(1), correct[:, n_tr:].mean(1)

@@ -10,13 +10,26 @@ The hand-written backward is checked against autograd in float64 (tests/test_net
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
 import math
+import os
+import platform
+import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from lrlab.spec import ModelSpec
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: concurrent first compiles then simply race
+    fcntl = None  # type: ignore[assignment]
 
 Tensor = torch.Tensor
 
@@ -176,7 +189,8 @@ def act_grad(name: str, z: Tensor, a: Tensor) -> Tensor | None:
 def _linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     # x: [K, B, fi] (or [B, fi], shared by all members), w: [K, fi, fo], b: [K, 1, fo]
     z = torch.matmul(x, w) if x.dim() == 2 else torch.bmm(x, w)
-    return z + b  # z: [K, B, fo]
+    return z.add_(b)  # z: [K, B, fo]; in place: one allocation fewer (notes/perf.md: baddbmm
+    # with a broadcast bias is ~3x bmm here)
 
 
 def forward(params: Sequence[Tensor], x: Tensor, arch: Arch,
@@ -215,6 +229,22 @@ def loss_terms(z: Tensor, y: Tensor, arch: Arch) -> tuple[Tensor, Tensor, Tensor
       sigmoid:   binary cross-entropy of sigmoid(z);     dl/dz = (s - y) / C  (mean over units)
       quadratic: 0.5 * ||sigmoid(z) - onehot||^2 (Nielsen); dl/dz = (a - y) * a * (1 - a)
     """
+    loss, dz = _loss_and_delta(z, y, arch)
+    return loss, _correct(z, y), dz
+
+
+def _correct(z: Tensor, y: Tensor) -> Tensor:
+    """Per-sample correctness [K, B]: argmax (or sign, for one sigmoid unit) equals the label."""
+    K, B, C = z.shape
+    if y.dim() == 1:
+        y = y.expand(K, B)
+    if C == 1:
+        return (z.squeeze(-1) > 0) == (y == 1)
+    return z.argmax(-1) == y
+
+
+def _loss_and_delta(z: Tensor, y: Tensor, arch: Arch) -> tuple[Tensor, Tensor]:
+    """loss_terms without the correctness (the training step does not need it)."""
     K, B, C = z.shape
     if y.dim() == 1:
         y = y.expand(K, B)
@@ -225,43 +255,53 @@ def loss_terms(z: Tensor, y: Tensor, arch: Arch) -> tuple[Tensor, Tensor, Tensor
         s = e.sum(-1, keepdim=True)
         zy = z.gather(-1, y.unsqueeze(-1))
         loss = (m + torch.log(s) - zy).squeeze(-1)
-        dz = e / s
+        dz = e / s if z.requires_grad else e.div_(s)  # (in place only outside autograd)
         dz.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(zy, -1.0))
-        correct = z.argmax(-1) == y
-        return loss, correct, dz
+        return loss, dz
     if arch.output == "sigmoid" and C == 1:
         t = y.to(z.dtype).unsqueeze(-1)
         loss = (z.clamp_min(0) - z * t + torch.log1p(torch.exp(-z.abs()))).squeeze(-1)
-        dz = torch.sigmoid(z) - t
-        correct = (z.squeeze(-1) > 0) == (y == 1)
-        return loss, correct, dz
+        return loss, torch.sigmoid(z) - t
     onehot = torch.zeros_like(z).scatter_(-1, y.unsqueeze(-1), 1.0)
-    correct = z.argmax(-1) == y
     if arch.output == "sigmoid":
         loss = (z.clamp_min(0) - z * onehot + torch.log1p(torch.exp(-z.abs()))).mean(-1)
-        return loss, correct, (torch.sigmoid(z) - onehot) / C
+        return loss, (torch.sigmoid(z) - onehot) / C
     a = torch.sigmoid(z)  # quadratic
     diff = a - onehot
-    return 0.5 * (diff * diff).sum(-1), correct, diff * a * (1 - a)
+    return 0.5 * (diff * diff).sum(-1), diff * a * (1 - a)
 
 
 # ----------------------------------------------------------------------------- backward
 
 
-def loss_and_grads(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
-                   ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Mean batch loss [K], batch accuracy [K] and gradients (same shapes as params)."""
+def act_backward(name: str, dh: Tensor, z: Tensor, a: Tensor) -> Tensor:
+    """dLoss/dz from dLoss/da: dh * act'(z), as one fused op (autograd's own backward ops)."""
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(dh, a, 0)  # a > 0 exactly where z > 0
+    if name == "tanh":
+        return torch.ops.aten.tanh_backward(dh, a)  # dh * (1 - a^2)
+    if name == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(dh, a)  # dh * a * (1 - a)
+    if name == "leaky_relu":
+        return torch.ops.aten.leaky_relu_backward(dh, z, LEAKY_SLOPE, False)
+    if name == "gelu":
+        return torch.ops.aten.gelu_backward(dh, z)
+    return dh  # linear
+
+
+def backprop(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
+             ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Per-sample loss [K, B], output pre-activations [K, B, C] and the gradients of the mean
+    batch loss (same shapes as params). The hand-written backward of `forward`."""
     z, cache = forward(params, x, arch, keep=True)
     B = z.shape[1]
-    loss, correct, dz = loss_terms(z, y, arch)
-    dz = dz * (1.0 / B)  # the loss is a mean over the batch
+    loss, dz = _loss_and_delta(z, y, arch)
+    dz = dz.mul_(1.0 / B)  # the loss is a mean over the batch
     grads: list[Tensor] = [torch.empty(0)] * len(params)
     for i in range(arch.n_layers - 1, -1, -1):
         h_in = cache[i][0]
         if i < arch.n_layers - 1:  # through the activation of layer i
-            g = act_grad(arch.activation, cache[i][1], cache[i][2])
-            if g is not None:
-                dz = dz * g
+            dz = act_backward(arch.activation, dz, cache[i][1], cache[i][2])
         # h_in: [K, B, fi] (or [B, fi] shared), dz: [K, B, fo]
         if h_in.dim() == 2:
             grads[2 * i] = torch.matmul(h_in.t(), dz)
@@ -270,7 +310,14 @@ def loss_and_grads(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
         grads[2 * i + 1] = dz.sum(1, keepdim=True)  # db: [K, 1, fo]
         if i > 0:
             dz = torch.bmm(dz, params[2 * i].transpose(1, 2))  # dh: [K, B, fi]
-    return loss.mean(1), correct.to(z.dtype).mean(1), grads
+    return loss, z, grads
+
+
+def loss_and_grads(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
+                   ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Mean batch loss [K], batch accuracy [K] and gradients (same shapes as params)."""
+    loss, z, grads = backprop(params, x, y, arch)
+    return loss.mean(1), _correct(z, y).to(z.dtype).mean(1), grads
 
 
 @torch.no_grad()
@@ -300,3 +347,281 @@ def predict(params: Sequence[Tensor], x: Tensor, arch: Arch) -> Tensor:
     with torch.no_grad():
         z, _ = forward(params, x, arch)
     return (z.squeeze(-1) > 0).long() if z.shape[-1] == 1 else z.argmax(-1)
+
+
+# ----------------------------------------------------------------------------- a cohort's stack
+
+
+class Stack:
+    """K members' parameters as one flat `[K, P]` tensor, with their fused step and evaluation.
+
+    `flat` holds each member's W1, b1, W2, b2, ... flattened in that order (optim's flat layout,
+    so an optimizer updates it as one tensor), and `params` are `[W, b, ...]` views of it. With
+    the compiled CPU kernel (`kernel_for`) its storage is member-innermost (`[P, K]` in memory,
+    `flat` is the transposed view): K members' copies of a weight are then one SIMD vector.
+    Otherwise it is a contiguous `[K, P]` tensor trained with `backprop` (batched matmuls).
+
+    Training data are given once; `begin_epoch(order)` sets every member's sample order (or
+    None: the whole set as one shared batch) and `loss_and_grads(lo, hi)` takes one step's
+    gradients on positions lo:hi of those orders.
+    """
+
+    def __init__(self, arch: Arch, params: Sequence[Tensor], x: Tensor, y: Tensor,
+                 kernel: Kernel | None = None, gather_bytes: int = 256 * 2**20) -> None:
+        K = params[0].shape[0]
+        self.arch, self.kernel, self.gather_bytes = arch, kernel, gather_bytes
+        self.x, self.y = x.contiguous(), y.contiguous()  # [n, d], [n]
+        self.flat = self.layout(torch.cat([p.reshape(K, -1) for p in params], 1))
+        self.params = self._views()
+        if kernel is not None:
+            kernel.check(self.flat, self.x, self.y)
+        self.order: Tensor | None = None
+        self._xe: Tensor | None = None
+        self._ye: Tensor | None = None
+
+    @property
+    def k(self) -> int:
+        return self.flat.shape[0]
+
+    def layout(self, t: Tensor) -> Tensor:
+        """A `[K, P]` tensor copied into this stack's memory layout (fresh storage)."""
+        if self.kernel is None:
+            return t.clone(memory_format=torch.contiguous_format)
+        return torch.empty(t.shape[1], t.shape[0], dtype=t.dtype, device=t.device).t().copy_(t)
+
+    def _views(self) -> list[Tensor]:
+        out, o, K = [], 0, self.flat.shape[0]
+        for fi, fo in zip(self.arch.sizes[:-1], self.arch.sizes[1:]):
+            out.append(self.flat[:, o : o + fi * fo].view(K, fi, fo))
+            out.append(self.flat[:, o + fi * fo : o + (fi + 1) * fo].view(K, 1, fo))
+            o += (fi + 1) * fo
+        return out
+
+    def keep(self, idx: Tensor) -> None:
+        """Keep only members `idx` (compaction after a divergence)."""
+        self.flat = self.layout(self.flat.index_select(0, idx))
+        self.params = self._views()
+        if self.kernel is not None:
+            self.kernel.check(self.flat, self.x, self.y)
+        self.order = self._xe = self._ye = None
+
+    def begin_epoch(self, order: Tensor | None) -> None:
+        """order: [K, n] sample indices per member, or None for one shared full batch."""
+        self.order, self._xe, self._ye = order, None, None
+        if order is None or self.kernel is not None:
+            if order is not None:
+                self.order = order.to(torch.int64).contiguous()
+            return
+        if order.numel() * self.x.shape[1] * self.x.element_size() <= self.gather_bytes:
+            self._xe, self._ye = self.x[order], self.y[order]  # [K, n, d], [K, n]: steps take views
+
+    def loss_and_grads(self, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """Summed loss over the batch [K] (float64) and gradients of the mean batch loss
+        [K, P] (in this stack's layout) for positions lo:hi of every member's order."""
+        if self.kernel is not None:
+            return self.kernel.train(self.flat, self.x, self.y, self.order, lo, hi)
+        if self.order is None:
+            xb, yb = self.x[lo:hi], self.y[lo:hi]  # [B, d] shared
+        elif self._xe is not None:
+            xb, yb = self._xe[:, lo:hi], self._ye[:, lo:hi]  # type: ignore[index]
+        else:
+            sel = self.order[:, lo:hi]
+            xb, yb = self.x[sel], self.y[sel]
+        loss, _, grads = backprop(self.params, xb, yb, self.arch)
+        return loss.sum(1, dtype=torch.float64), \
+            torch.cat([g.reshape(g.shape[0], -1) for g in grads], 1)
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, n_tr: int
+                 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Mean loss and accuracy [K] on rows :n_tr of the shared set x and on the rest (None
+        when there is no rest), from one pass over both."""
+        n = x.shape[0]
+        if self.kernel is not None:
+            sums = self.kernel.evaluate(self.flat, x, y, n_tr).to(self.flat.dtype)
+            tr = (sums[0] / n_tr, sums[1] / n_tr)
+            if n == n_tr:
+                return tr[0], tr[1], None, None
+            return tr[0], tr[1], sums[2] / (n - n_tr), sums[3] / (n - n_tr)
+        K = self.k
+        step = max(1, (1 << 22) // max(1, K * max(self.arch.sizes)))
+        losses, corrects = [], []
+        for i in range(0, n, step):
+            z, _ = forward(self.params, x[i : i + step], self.arch)
+            loss, _ = _loss_and_delta(z, y[i : i + step], self.arch)
+            losses.append(loss)
+            corrects.append(_correct(z, y[i : i + step]))
+        loss = torch.cat(losses, 1) if len(losses) > 1 else losses[0]
+        correct = (torch.cat(corrects, 1) if len(corrects) > 1 else corrects[0]).to(loss.dtype)
+        tr = (loss[:, :n_tr].mean(1), correct[:, :n_tr].mean(1))
+        if n == n_tr:
+            return tr[0], tr[1], None, None
+        return tr[0], tr[1], loss[:, n_tr:].mean(1), correct[:, n_tr:].mean(1)
+
+
+# ----------------------------------------------------------------------------- compiled kernel
+# nets_kernel.c: the same forward, loss and backward for the CPU, fused into one call per step
+# (SIMD across members). Compiled on first use with the system C compiler, cached per source
+# and CPU; without a compiler (or with LRLAB_KERNEL=0) the torch path above is used.
+
+KERNEL_SOURCE = Path(__file__).with_name("nets_kernel.c")
+KERNEL_ACTIVATIONS = {"linear": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+KERNEL_OUTPUTS = {"softmax": 0, "sigmoid": 1, "quadratic": 2}
+KERNEL_MAX_LAYERS = 64
+kernel_error: str | None = None
+"""Why the kernel is not available (None when it is, or has not been tried yet)."""
+
+
+def kernel_for(arch: Arch, device: torch.device | str, dtype: torch.dtype) -> Kernel | None:
+    """The compiled kernel for this net, or None (other device, dtype or activation; no C
+    compiler; or LRLAB_KERNEL=0 in the environment)."""
+    if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return None
+    if arch.activation not in KERNEL_ACTIVATIONS or arch.output not in KERNEL_OUTPUTS:
+        return None
+    if arch.n_layers > KERNEL_MAX_LAYERS:
+        return None
+    lib = kernel_lib()
+    return None if lib is None else Kernel(lib, arch, dtype)
+
+
+class Kernel:
+    """ctypes bindings of the compiled kernel for one architecture and dtype."""
+
+    def __init__(self, lib: ctypes.CDLL, arch: Arch, dtype: torch.dtype) -> None:
+        self.arch, self.dtype = arch, dtype
+        self.cfg = torch.tensor([arch.n_layers, KERNEL_ACTIVATIONS[arch.activation],
+                                 KERNEL_OUTPUTS[arch.output], *arch.sizes], dtype=torch.int64)
+        suffix = "f64" if dtype == torch.float64 else "f32"
+        self._train = getattr(lib, f"lr_train_{suffix}")
+        self._eval = getattr(lib, f"lr_eval_{suffix}")
+        self._shared: dict[int, Tensor] = {}
+
+    def check(self, flat: Tensor, x: Tensor, y: Tensor) -> None:
+        """What the C side assumes: `flat` a [K, P] view of member-innermost [P, K] storage,
+        x contiguous [n, d] of the same dtype, y contiguous int64 labels, all on the CPU."""
+        K, P = flat.shape
+        ok = (K == 1 or flat.stride() == (1, K)) and flat.stride(1) == K and \
+            P == self.arch.n_params() and x.shape[1] == self.arch.sizes[0] and \
+            flat.dtype == x.dtype == self.dtype and y.dtype == torch.int64 and \
+            x.is_contiguous() and y.is_contiguous() and \
+            flat.device.type == x.device.type == y.device.type == "cpu"
+        if not ok:
+            raise ValueError("nets_kernel.c needs member-innermost parameters (Stack.layout) "
+                             "and contiguous CPU data of the stack's dtype, int64 labels")
+
+    def _arange(self, n: int) -> Tensor:
+        if n not in self._shared:
+            self._shared = {n: torch.arange(n, dtype=torch.int64)}
+        return self._shared[n]
+
+    def train(self, flat: Tensor, x: Tensor, y: Tensor, order: Tensor | None, lo: int, hi: int
+              ) -> tuple[Tensor, Tensor]:
+        """(summed batch loss [K], gradient of the mean batch loss, laid out like `flat`)."""
+        K, P = flat.shape
+        grads = torch.empty(P, K, dtype=flat.dtype).t()
+        loss = torch.empty(K, dtype=torch.float64)
+        if order is None:  # one shared batch: every member reads rows lo:hi in order
+            idx, ldi = self._arange(x.shape[0]), 0
+        else:
+            idx, ldi = order, order.stride(0)
+        rc = self._train(self.cfg.data_ptr(), flat.data_ptr(), K, grads.data_ptr(), K,
+                         x.data_ptr(), y.data_ptr(), idx.data_ptr(), ldi, lo, hi - lo,
+                         loss.data_ptr())
+        if rc:
+            raise MemoryError("nets_kernel.c: out of memory") if rc == 2 else \
+                RuntimeError(f"nets_kernel.c: configuration not supported ({rc})")
+        return loss, grads
+
+    def evaluate(self, flat: Tensor, x: Tensor, y: Tensor, n_tr: int) -> Tensor:
+        """[4, K] float64: summed loss and correct count on rows :n_tr, then on the rest."""
+        x, y = x.contiguous(), y.contiguous()
+        self.check(flat, x, y)
+        K = flat.shape[0]
+        out = torch.empty(4, K, dtype=torch.float64)
+        rc = self._eval(self.cfg.data_ptr(), flat.data_ptr(), K, K, x.data_ptr(),
+                        y.data_ptr(), x.shape[0], n_tr, out.data_ptr())
+        if rc:
+            raise MemoryError("nets_kernel.c: out of memory") if rc == 2 else \
+                RuntimeError(f"nets_kernel.c: configuration not supported ({rc})")
+        return out
+
+
+def kernel_cache_dir() -> Path:
+    """Where compiled kernels are kept: $LRLAB_CACHE_DIR, else $XDG_CACHE_HOME/lrlab, else
+    ~/.cache/lrlab."""
+    if os.environ.get("LRLAB_CACHE_DIR"):
+        return Path(os.environ["LRLAB_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lrlab"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU model and its feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+        keep = [ln for ln in info if ln.split(":")[0].strip() in
+                ("model name", "flags", "Features", "CPU part")]
+        return "\n".join(sorted(set(keep)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+@functools.cache
+def _kernel_lib() -> ctypes.CDLL | None:
+    """Compile nets_kernel.c once per source, compiler and CPU (cached on disk) and load it."""
+    global kernel_error
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or \
+        shutil.which("clang")
+    if cc is None:
+        kernel_error = "no C compiler (cc, gcc or clang) on PATH"
+        return None
+    src = KERNEL_SOURCE.read_bytes()
+    for flags in (["-O3", "-march=native"], ["-O3"]):
+        key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(flags).encode(),
+                                         platform.machine().encode(), _cpu_id().encode()]))
+        out = kernel_cache_dir() / f"nets_kernel-{key.hexdigest()[:16]}.so"
+        try:
+            if not out.exists():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with open(out.with_suffix(".lock"), "w") as lock:
+                    if fcntl is not None:  # one compile when processes start at once
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                    if not out.exists():
+                        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.so")
+                        cmd = [cc, *flags, "-shared", "-fPIC", "-std=gnu11", "-o", str(tmp),
+                               str(KERNEL_SOURCE), "-lm"]
+                        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                        if r.returncode != 0:
+                            kernel_error = f"{' '.join(cmd)} failed: {r.stderr.strip()[-500:]}"
+                            continue
+                        os.replace(tmp, out)
+            lib = ctypes.CDLL(str(out))
+        except (OSError, subprocess.SubprocessError) as exc:
+            kernel_error = f"building or loading {out}: {exc}"
+            continue
+        p, i = ctypes.c_void_p, ctypes.c_int64
+        for name in ("lr_train_f32", "lr_train_f64"):
+            fn = getattr(lib, name)
+            fn.argtypes = [p, p, i, p, i, p, p, p, i, i, i, p]
+            fn.restype = ctypes.c_int
+        for name in ("lr_eval_f32", "lr_eval_f64"):
+            fn = getattr(lib, name)
+            fn.argtypes = [p, p, i, i, p, p, i, i, p]
+            fn.restype = ctypes.c_int
+        for name in ("lr_math_f32", "lr_math_f64"):
+            fn = getattr(lib, name)
+            fn.argtypes = [ctypes.c_int, p, i, p]
+            fn.restype = ctypes.c_int
+        lib.lr_epoch_orders.argtypes = [p, i, i, i, p]
+        lib.lr_epoch_orders.restype = None
+        kernel_error = None
+        return lib
+    return None
+
+
+def kernel_lib() -> ctypes.CDLL | None:
+    """The loaded kernel library (compiled on first use), or None; see `kernel_error`."""
+    if os.environ.get("LRLAB_KERNEL", "1").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    return _kernel_lib()

@@ -1,0 +1,197 @@
+"""The compiled CPU kernel (nets_kernel.c) against its references: nets.backprop (the torch
+path), autograd, torch's math functions and numpy's generator. Skipped where no C compiler is
+available (the torch path then runs, and tests/test_engine.py covers it)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrlab import engine, nets, spec
+from lrlab.spec import Cohort, ModelSpec
+
+lib = nets.kernel_lib()
+pytestmark = pytest.mark.skipif(lib is None, reason=f"no kernel: {nets.kernel_error}")
+
+
+def _math(op: int, x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    fn = lib.lr_math_f64 if x.dtype == torch.float64 else lib.lr_math_f32
+    fn(op, x.data_ptr(), x.numel(), out.data_ptr())
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vector_math_within_two_ulp_of_torch(dtype):
+    fi = torch.finfo(dtype)
+    top = 709.7 if dtype == torch.float64 else 88.7
+    low = -745.0 if dtype == torch.float64 else -103.9
+    dec = 300 if dtype == torch.float64 else 37  # log: normal inputs only (what the kernel uses)
+    g = torch.Generator().manual_seed(0)
+    cases = {  # op: (inputs, reference)
+        0: (torch.cat([torch.linspace(low, top, 20001, dtype=torch.float64),
+                       3 * torch.randn(5000, generator=g, dtype=torch.float64)]), torch.exp),
+        1: (torch.cat([torch.logspace(-dec, dec, 5001, dtype=torch.float64),
+                       1 + 10 * torch.rand(5000, generator=g, dtype=torch.float64)]), torch.log),
+        2: (torch.rand(5000, generator=g, dtype=torch.float64), torch.log1p),
+        3: (torch.cat([torch.linspace(-30, 30, 20001, dtype=torch.float64),
+                       1e-3 * torch.randn(1000, generator=g, dtype=torch.float64)]), torch.tanh),
+        4: (torch.linspace(-80, 80, 20001, dtype=torch.float64), torch.sigmoid),
+    }
+    for op, (x64, ref) in cases.items():
+        x = x64.to(dtype)
+        x = x[torch.isfinite(x) & (x.abs() <= fi.max)]
+        y, r = _math(op, x).double(), ref(x.double())
+        normal = torch.isfinite(r.to(dtype)) & (r.abs() >= fi.tiny)
+        rel = ((y - r).abs() / r.abs())[normal]
+        assert rel.max() <= 2.5 * fi.eps, (op, rel.max().item() / fi.eps)
+        assert torch.equal(torch.isfinite(y), torch.isfinite(r.to(dtype))), op
+    special = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -1.0], dtype=dtype)
+    exp, log, _, tanh, sig = (_math(op, special).tolist() for op in range(5))
+    assert math.isnan(exp[0]) and exp[1:4] == [math.inf, 0.0, 1.0]
+    assert math.isnan(log[0]) and log[1] == math.inf and log[3] == -math.inf
+    assert math.isnan(log[2]) and math.isnan(log[4])
+    assert math.isnan(tanh[0]) and tanh[1:4] == [1.0, -1.0, 0.0]
+    assert math.isnan(sig[0]) and sig[1:4] == [1.0, 0.0, 0.5]
+
+
+def _params(arch, K, dtype, seed_offset=0):
+    model = ModelSpec(hidden=arch.sizes[1:-1], activation=arch.activation, output=arch.output,
+                      init="glorot_uniform", bias_init="normal:0.3")
+    return nets.init_params(arch, [model] * K, [seed_offset + i for i in range(K)], dtype=dtype)
+
+
+ACTS = ["relu", "leaky_relu", "tanh", "sigmoid", "linear"]
+OUTS = [("softmax", 4), ("sigmoid", 2), ("sigmoid", 3), ("quadratic", 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("activation", ACTS)
+def test_kernel_step_and_evaluation_equal_torch_path(dtype, activation):
+    """Loss sums, gradients and evaluation of the kernel equal nets' torch path, for every
+    output kind, lane counts that need an overlapping last tile (K = 1, 3, 19), batches of
+    several 64-row chunks, and a shared full batch."""
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
+    g = torch.Generator().manual_seed(1)
+    for output, classes in OUTS:
+        arch = nets.Arch((3, 7, 5, nets.output_dim(output, classes)), activation, output)
+        kern = nets.kernel_for(arch, "cpu", dtype)
+        assert kern is not None
+        n = 150
+        x = 2 * torch.randn(n, 3, generator=g, dtype=dtype)
+        y = torch.randint(0, classes, (n,), generator=g)
+        for K in (1, 3, 19):
+            params = _params(arch, K, dtype)
+            fast = nets.Stack(arch, params, x, y, kern)
+            slow = nets.Stack(arch, params, x, y, None)
+            order = torch.stack([torch.randperm(n, generator=g) for _ in range(K)])
+            for o in (order, None):
+                fast.begin_epoch(o)
+                slow.begin_epoch(o)
+                for lo, hi in ((0, 10), (10, 140), (140, 150)):
+                    lf, gf = fast.loss_and_grads(lo, hi)
+                    ls, gs = slow.loss_and_grads(lo, hi)
+                    torch.testing.assert_close(lf, ls, **tol)
+                    torch.testing.assert_close(gf, gs, **tol)
+            for ef, es in zip(fast.evaluate(x, y, 100), slow.evaluate(x, y, 100)):
+                torch.testing.assert_close(ef, es, **tol)
+            for ef, es in zip(fast.evaluate(x, y, n), slow.evaluate(x, y, n)):
+                assert (ef is None) == (es is None)
+                if ef is not None:
+                    torch.testing.assert_close(ef, es, **tol)
+
+
+def test_kernel_gradients_equal_autograd():
+    g = torch.Generator().manual_seed(2)
+    for activation in ACTS:
+        for output, classes in OUTS:
+            arch = nets.Arch((4, 6, nets.output_dim(output, classes)), activation, output)
+            params = _params(arch, 5, torch.float64)
+            x = torch.randn(40, 4, generator=g, dtype=torch.float64)
+            y = torch.randint(0, classes, (40,), generator=g)
+            order = torch.stack([torch.randperm(40, generator=g) for _ in range(5)])
+            st = nets.Stack(arch, params, x, y, nets.kernel_for(arch, "cpu", torch.float64))
+            st.begin_epoch(order)
+            loss, grads = st.loss_and_grads(0, 40)
+            ps = [p.detach().clone().requires_grad_(True) for p in params]
+            z, _ = nets.forward(ps, x[order], arch)
+            ref_loss = nets.loss_terms(z, y[order], arch)[0]
+            ref_loss.mean(1).sum().backward()
+            ref = torch.cat([p.grad.reshape(5, -1) for p in ps], 1)
+            torch.testing.assert_close(grads, ref, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(loss, ref_loss.sum(1).detach(), rtol=1e-12, atol=0)
+
+
+def test_non_finite_members_stay_in_their_lane():
+    """A member with huge weights (inf/NaN loss) leaves the other lanes' numbers unchanged."""
+    arch = nets.Arch((2, 8, 3), "tanh", "softmax")
+    x = torch.randn(64, 2, dtype=torch.float32)
+    y = torch.randint(0, 3, (64,))
+    params = _params(arch, 17, torch.float32)
+    broken = [p.clone() for p in params]
+    broken[2][5, :, 0] = 3e38  # member 5's first logit overflows
+    broken[0][9] = math.nan  # member 9's first layer
+    kern = nets.kernel_for(arch, "cpu", torch.float32)
+    a, b = nets.Stack(arch, params, x, y, kern), nets.Stack(arch, broken, x, y, kern)
+    la, ga = a.loss_and_grads(0, 64)
+    lb, gb = b.loss_and_grads(0, 64)
+    ok = [k for k in range(17) if k not in (5, 9)]
+    assert torch.equal(la[ok], lb[ok]) and torch.equal(ga[ok], gb[ok])
+    assert not math.isfinite(lb[5]) or lb[5] > 1e20
+    assert math.isnan(lb[9])
+    ea, eb = a.evaluate(x, y, 40), b.evaluate(x, y, 40)
+    for ta, tb in zip(ea, eb):
+        assert torch.equal(ta[ok], tb[ok])
+
+
+def test_epoch_orders_equal_numpy():
+    rng = np.random.default_rng(3)
+    seeds = [0, 1, 7, 2**32 - 1, 2**32, 2**40 + 3, 2**62 + 11, *rng.integers(0, 2**63 - 1, 8)]
+    for epoch in (0, 1, 5, 2**33 + 1):
+        for n in (1, 2, 10, 777, 5000):
+            got = engine.epoch_orders(seeds, epoch, n)
+            want = np.stack([engine.epoch_order(int(s), epoch, n) for s in seeds])
+            np.testing.assert_array_equal(got, want)
+
+
+def test_engine_kernel_equals_torch_path(monkeypatch):
+    """Whole runs (momentum, a diverging member, a second phase) agree between the kernel and
+    the torch path in float64."""
+    doc = {"data": {"source": "blobs", "n": 200, "classes": 3, "validation_split": 0.25},
+           "model": {"hidden": [9, 6], "activation": "tanh", "init": "he_uniform"},
+           "train": {"optimizer": "sgd", "batch_size": 32, "epochs": 4, "momentum": 0.5},
+           "phases": [{"lr": 0.02, "batch_size": 0, "epochs": 2}],
+           "sweep": {"lr": [1e4, 0.3, 0.05], "seeds": 2},
+           "run": {"dtype": "float64", "probes": False}}
+    s = spec.resolve(doc)
+    ms = spec.members(s)
+    from lrlab import data
+
+    ds = data.load(ms[0].data)
+    fast = engine.run_cohort(Cohort(0, tuple(ms)), ds, s.run)
+    monkeypatch.setenv("LRLAB_KERNEL", "0")
+    assert nets.kernel_for(nets.arch_for(ms[0].model, 2, 3), "cpu", torch.float64) is None
+    slow = engine.run_cohort(Cohort(0, tuple(ms)), ds, s.run)
+    assert [r.status for r in fast] == [r.status for r in slow]
+    assert any(r.status == "diverged" for r in fast)
+    for a, b in zip(fast, slow):
+        assert a.history.keys() == b.history.keys()
+        for key in a.history:
+            np.testing.assert_allclose(np.array(a.history[key], dtype=float),
+                                       np.array(b.history[key], dtype=float),
+                                       rtol=1e-9, atol=1e-12)
+        for pa, pb in zip(a.params, b.params):
+            np.testing.assert_allclose(pa, pb, rtol=1e-9, atol=1e-12)
+
+
+def test_kernel_declines_what_it_does_not_cover(monkeypatch):
+    arch = nets.Arch((2, 4, 3), "relu", "softmax")
+    assert nets.kernel_for(arch, "cpu", torch.float32) is not None
+    assert nets.kernel_for(nets.Arch((2, 4, 3), "gelu", "softmax"), "cpu", torch.float32) is None
+    assert nets.kernel_for(arch, "meta", torch.float32) is None
+    assert nets.kernel_for(arch, "cpu", torch.float16) is None
+    monkeypatch.setenv("LRLAB_KERNEL", "0")
+    assert nets.kernel_for(arch, "cpu", torch.float32) is None
