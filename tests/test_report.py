@@ -310,3 +310,38 @@ def test_lrlab_compare_two_experiments(blobs, iris, tmp_path):
     assert bad.exit_code == 2 and "at least 2" in bad.output
     bad = CliRunner().invoke(app, ["compare", str(blobs), str(iris), "--out", str(blobs)])
     assert bad.exit_code == 2 and "experiment folder" in bad.output
+
+
+def test_many_lines_stay_readable(tmp_path):
+    """12 lines x 3 lrs (like the schedules tour): a ranked answer table, lr-vs-outcome split
+    into panels by optimizer, curves one panel per line, measurements one row per line."""
+    out = tmp_path / "many"
+    lrlab.sweep({"name": "many", "data": {"source": "iris", "split": "stratified"},
+                 "train": {"batch_size": 30, "epochs": 2},
+                 "sweep": {"optimizer": ["sgd", "rmsprop", "adam"],
+                           "schedule": ["constant", "cosine"], "hidden": [[4], [6]],
+                           "lr": [0.003, 0.03, 0.3]}, "run": {"probes": False}}, out)
+    html = (out / "report.html").read_text()
+    assert "best of 12 groups" in html
+    recs = records(out)
+    exp = report.load_experiment(out)
+    # rank 1 = the group whose recommended lr has the lowest median final val loss
+    scores = []
+    for rec, g in report._recommended_groups(exp):
+        assert g is not None and report.lr_of(g[0]["member"]) == rec["best_lr"]
+        scores.append((np.median([r["final"]["val_loss"] for r in g if r["status"] == "ok"]),
+                       rec["group"]))
+    winner = min(scores)[1]
+    assert f"Use <b>{winner}</b>" in html
+    panels = {r["line"].split(":")[0] for r in csv.DictReader((out / "lr_outcome.csv").open())}
+    assert panels == {"optimizer=sgd", "optimizer=rmsprop", "optimizer=adam"}
+    m = report.measurements(exp)
+    assert m.accuracy.columns == ["optimizer", "schedule", "hidden", "lr=0.003", "lr=0.03",
+                                  "lr=0.3"]
+    assert len(m.accuracy.rows) == 12
+    row = next(r for r in m.accuracy.rows if [c.text for c in r[:3]] == ["adam", "cosine", "6"])
+    want = [r["final"]["val_acc"] for r in recs if r["member"]["optimizer"] == "adam"
+            and r["member"]["schedule"] == "cosine" and r["member"]["hidden"] == [6]
+            and r["member"]["lr"] == 0.03 and r["status"] == "ok"]
+    assert row[4].sort == (pytest.approx(np.median(want)) if want else None)
+    assert "one panel per combination of the other swept values" in html

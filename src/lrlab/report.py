@@ -35,6 +35,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lrlab.errors import LrlabError  # noqa: E402
 from lrlab.export import records  # noqa: E402
@@ -73,8 +74,12 @@ of the best configuration (lowest such median) in the experiment."""
 OVERFIT_RISE_EPOCHS = 3
 """Overfitting "yes": the validation loss rose for this many consecutive epochs while the
 training loss fell in each of them."""
+MAX_REGION_PANELS = 40
+"""Decision regions: at most this many panels (whole lines, in sweep order)."""
 REGION_GRID = 100
 """Decision regions: grid points per axis over the raw input plane."""
+MAX_CURVE_PANELS = 30
+"""More configurations than this: the curves are drawn one panel per line, lr as colour."""
 SEED_LINES = 12
 """Curves: up to this many seeds per configuration are drawn one by one (thin), more as a band."""
 PNG_DPI = 100
@@ -445,6 +450,10 @@ def steps_to(r: dict[str, Any], facts: RunFacts, target: float) -> int | None:
     return None
 
 
+MAX_MEASURE_COLUMNS = 6
+"""More lines than this: the measurement tables get one row per line and one column per lr."""
+
+
 @dataclass
 class Measurements:
     """The seed-002 tables, measured: rows are learning rates, columns are lines (every other
@@ -473,7 +482,18 @@ def measurements(exp: Experiment) -> Measurements:
     for r in recs:
         cells.setdefault((lr_of(r["member"]), line_key(r["member"])), []).append(r)
 
+    transpose = has_lr and len(lines) > MAX_MEASURE_COLUMNS
+    axes = _axes_of(recs, drop=("seed", "lr"))
+    line_member = {line_key(r["member"]): r["member"] for r in recs}
+
     def grid(fn: Callable[[list[dict[str, Any]]], Cell]) -> Table:
+        if transpose:  # many lines: one row per line (a column per axis), one column per lr
+            t = Table([*axes, *[f"lr={fmt_value(lr)}" for lr in row_keys]], [],
+                      numeric=set(range(len(axes), len(axes) + len(row_keys))))
+            for line in lines:
+                t.rows.append([cell(line_member[line].get(k)) for k in axes] + [
+                    fn(rs) if (rs := cells.get((lr, line))) else Cell("–") for lr in row_keys])
+            return t
         head = "learning rate" if has_lr else ""
         t = Table([head, *lines], [], numeric=set(range(1, len(lines) + 1)))
         for lr in row_keys:
@@ -656,28 +676,41 @@ def sharpness_table(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Ta
     return Table(cols, rows, numeric=set(range(len(cols) - 5, len(cols))))
 
 
-def fig_lr_outcome(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Figure | None:
-    """Final loss and accuracy against lr (log axis): median over seeds with the seed range as a
-    band, one dot per run coloured by its verdict, and 2/sharpness where it was measured."""
-    runs = [r for _, rs in lines for r in rs if lr_of(r["member"]) is not None]
-    if not runs:
-        return None
-    has_val = any(r["final"].get("val_loss") is not None for r in runs)
-    lk, ak = ("val_loss", "val_acc") if has_val else ("train_loss", "train_acc")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(FIG_WIDTH, 4.0))
-    finite = [v for r in runs if (v := final(r, lk)) is not None]
-    log_loss = bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 30
-    top = (max(finite) * (1.6 if log_loss else 1.08)) if finite else 1.0
-    all_lrs = sorted({lr_of(r["member"]) for r in runs})  # type: ignore[type-var]
-    table: list[list[Any]] = [["line", "lr", "seed", "status", "verdict", lk, ak,
-                               "max_sharpness_at_lr", "stability_lr_2_over_sharpness"]]
-    notes: list[str] = []
-    labels_seen: set[str] = set()
-    diverged_seen = False
-    stab_seen = False
-    lo_x, hi_x = all_lrs[0] / 3, all_lrs[-1] * 3
-    for i, (name, rs) in enumerate(lines):
-        color = f"C{i % 10}"
+MAX_LINES = 8
+"""More lines than this on one lr axis are split into panels by their first swept value."""
+
+Lines = Sequence[tuple[str, Sequence[dict[str, Any]]]]
+MAX_STABILITY_LINES = 2
+"""2/λ marks are drawn on a panel with at most this many lines (else only tabled)."""
+
+
+def facet_lines(lines: Lines) -> list[tuple[str, list[tuple[str, Sequence[dict[str, Any]]]]]]:
+    """Split many lines into panels by the first swept axis (other than lr and seed) that has
+    fewer values than there are lines; each panel's lines are named by the other axes."""
+    if len(lines) <= MAX_LINES:
+        return [("", list(lines))]
+    runs = [r for _, rs in lines for r in rs]
+    axes = _axes_of(runs, drop=("seed", "lr"))
+    for ax in axes:
+        values = list(dict.fromkeys(fmt_value(r["member"].get(ax)) for r in runs))
+        if 2 <= len(values) < len(lines):
+            panels: dict[str, list[tuple[str, Sequence[dict[str, Any]]]]] = {
+                f"{ax}={v}": [] for v in values}
+            for _, rs in lines:
+                m = rs[0]["member"]
+                sub = ", ".join(f"{k}={fmt_value(m[k])}" for k in axes if k != ax and k in m)
+                panels[f"{ax}={fmt_value(m.get(ax))}"].append((sub or "all runs", rs))
+            return list(panels.items())
+    return [("", list(lines))]
+
+
+def _draw_outcome(ax1: Any, ax2: Any, lines: Lines, lk: str, ak: str, top: float,
+                  color_of: dict[str, str], lr_span: tuple[float, float], seen: dict[str, Any],
+                  table: list[list[Any]], panel: str) -> None:
+    """One panel pair: median + band per line, a dot per run coloured by verdict, 2/λ marks."""
+    lo_x, hi_x = lr_span[0] / 3, lr_span[1] * 3
+    for name, rs in lines:
+        color = color_of[name]
         by_lr: dict[float, list[dict[str, Any]]] = {}
         for r in rs:
             if (lr := lr_of(r["member"])) is not None:
@@ -700,22 +733,22 @@ def fig_lr_outcome(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Fig
             for s, r in enumerate(group):
                 x = lr * 10 ** ((s - (len(group) - 1) / 2) * 0.012)  # spread seeds a little
                 lab = label_of(r)
-                labels_seen.add(lab)
+                seen["labels"].add(lab)
                 c = VERDICT_COLORS.get(lab, OTHER_COLOR)
                 for ax, key in ((ax1, lk), (ax2, ak)):
                     y = final(r, key)
                     if y is None:
-                        diverged_seen = True
-                        edge = top if key == lk else 0.0
-                        ax.scatter([x], [edge], marker="x", s=26, color=c, zorder=4,
-                                   clip_on=False)
+                        seen["diverged"] = True
+                        ax.scatter([x], [top if key == lk else 0.0], marker="x", s=26, color=c,
+                                   zorder=4, clip_on=False)
                     else:
                         ax.scatter([x], [y], s=18, color=c, zorder=4, edgecolors="white",
                                    linewidths=0.4)
-                table.append([name, lr, r["member"].get("seed"), r["status"], lab,
-                              final(r, lk), final(r, ak), sharp, stab])
-            if stab is not None:
-                stab_seen = True
+                table.append([(panel + ": " if panel else "") + name, lr,
+                              r["member"].get("seed"), r["status"], lab, final(r, lk),
+                              final(r, ak), sharp, stab])
+            if stab is not None and len(lines) <= MAX_STABILITY_LINES:
+                seen["stab"] = True
                 if lo_x <= stab <= hi_x:
                     for ax in (ax1, ax2):
                         ax.axvline(stab, color=color, ls=":", lw=1.1, alpha=0.8, zorder=1)
@@ -724,32 +757,85 @@ def fig_lr_outcome(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Fig
                     ax1.text(stab, 0.99, f" 2/λ at lr {lr:g}", rotation=90, fontsize=6.5,
                              va="top", ha="right", color=color,
                              transform=ax1.get_xaxis_transform())
-    for ax, key in ((ax1, lk), (ax2, ak)):
-        _lr_ticks(ax, all_lrs)
-        if len(all_lrs) > 1:
-            ax.set_xlim(all_lrs[0] / 1.5, all_lrs[-1] * 1.5)
-        ax.set_xlabel("learning rate (log scale)")
-        ax.set_ylabel("final " + key.replace("_", " "))
-        ax.grid(alpha=0.3)
-    if log_loss:
-        _log_y(ax1)
-    if finite:
-        ax1.set_ylim(top=top)
-    ax2.set_ylim(-0.02, 1.04)
+
+
+def fig_lr_outcome(lines: Lines, facet: bool = True) -> Figure | None:
+    """Final loss and accuracy against lr (log axis): median over seeds with the seed range as a
+    band, one dot per run coloured by its verdict, and 2/sharpness where it was measured. Many
+    lines are split into panels (`facet_lines`), loss above accuracy."""
+    runs = [r for _, rs in lines for r in rs if lr_of(r["member"]) is not None]
+    if not runs:
+        return None
+    has_val = any(r["final"].get("val_loss") is not None for r in runs)
+    lk, ak = ("val_loss", "val_acc") if has_val else ("train_loss", "train_acc")
+    panels = facet_lines(lines) if facet else [("", list(lines))]
+    n = len(panels)
+    cols = min(n, 4)
+    blocks = math.ceil(n / cols)
+    if n == 1:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(FIG_WIDTH, 4.0))
+        pairs = [(ax1, ax2)]
+    else:
+        fig, axes = plt.subplots(2 * blocks, cols, figsize=(FIG_WIDTH, 5.2 * blocks + 0.6),
+                                 squeeze=False, sharex=True)
+        pairs = [(axes[2 * (i // cols)][i % cols], axes[2 * (i // cols) + 1][i % cols])
+                 for i in range(n)]
+        for i in range(n, blocks * cols):
+            axes[2 * (i // cols)][i % cols].set_visible(False)
+            axes[2 * (i // cols) + 1][i % cols].set_visible(False)
+    finite = [v for r in runs if (v := final(r, lk)) is not None]
+    log_loss = bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 30
+    top = (max(finite) * (1.6 if log_loss else 1.08)) if finite else 1.0
+    all_lrs = sorted({lr_of(r["member"]) for r in runs})  # type: ignore[type-var]
+    names = list(dict.fromkeys(name for _, ls in panels for name, _ in ls))
+    color_of = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    table: list[list[Any]] = [["line", "lr", "seed", "status", "verdict", lk, ak,
+                               "max_sharpness_at_lr", "stability_lr_2_over_sharpness"]]
+    seen: dict[str, Any] = {"labels": set(), "diverged": False, "stab": False}
+    for (panel, ls), (ax1, ax2) in zip(panels, pairs):
+        _draw_outcome(ax1, ax2, ls, lk, ak, top, color_of, (all_lrs[0], all_lrs[-1]), seen,
+                      table, panel)
+        for ax, key in ((ax1, lk), (ax2, ak)):
+            _lr_ticks(ax, all_lrs)
+            if len(all_lrs) > 1:
+                ax.set_xlim(all_lrs[0] / 1.5, all_lrs[-1] * 1.5)
+            ax.set_ylabel("final " + key.replace("_", " "))
+            ax.grid(alpha=0.3)
+        ax2.set_xlabel("learning rate (log scale)")
+        ax1.set_xlabel("learning rate (log scale)" if n == 1 else "")
+        if panel:
+            ax1.set_title(_t(panel), fontsize=9)
+        if log_loss:
+            _log_y(ax1)
+        if finite:
+            ax1.set_ylim(top=top)
+        ax2.set_ylim(-0.02, 1.04)
+    if n > 1:  # one loss scale and one accuracy scale across panels
+        lows = [a.get_ylim()[0] for a, _ in pairs]
+        for a, _ in pairs:
+            a.set_ylim(min(lows), top)
+    labels = seen["labels"]
     handles = [plt.Line2D([], [], marker="o", ls="", color=VERDICT_COLORS.get(lab, OTHER_COLOR),
-                          label=lab) for lab in [*VERDICT_COLORS, *sorted(labels_seen)]
-               if lab in labels_seen]
+                          label=lab) for lab in [*VERDICT_COLORS, *sorted(labels)]
+               if lab in labels]
     handles = list({h.get_label(): h for h in handles}.values())
-    if diverged_seen:
+    if seen["diverged"]:
         handles.append(plt.Line2D([], [], marker="x", ls="", color="#444",
                                   label="no final value (at axis edge)"))
-    if stab_seen:
+    if seen["stab"]:
         handles.append(plt.Line2D([], [], ls=":", color="#444", label="2/sharpness"))
-    ax2.legend(handles=handles, title="verdict", loc="best", title_fontsize=7.5)
-    if len(lines) > 1:
-        ax1.legend(loc="best")
-    fig.tight_layout()
-    return Figure(fig, table, notes)
+    line_handles = [plt.Line2D([], [], color=color_of[nm], lw=2, label=_t(nm)) for nm in names]
+    if n == 1:
+        pairs[0][1].legend(handles=handles, title="verdict", loc="best", title_fontsize=7.5)
+        if len(names) > 1:
+            pairs[0][0].legend(handles=line_handles, loc="best")
+        fig.tight_layout()
+    else:
+        fig.legend(handles=line_handles + handles, loc="upper center", frameon=False,
+                   ncol=min(5, len(line_handles) + len(handles)), bbox_to_anchor=(0.5, 1.0))
+        rows_legend = math.ceil((len(line_handles) + len(handles)) / 5)
+        fig.tight_layout(rect=(0, 0, 1, 1 - (0.2 * rows_legend + 0.1) / (5.2 * blocks + 0.6)))
+    return Figure(fig, table)
 
 
 def _grid_positions(lines: Sequence[tuple[str, Sequence[Any]]], max_cols: int = 5
@@ -773,6 +859,8 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
     shared axes: the median over finished seeds with their range as a band; a diverged run is
     drawn in red up to the epoch it blew up, marked with an x."""
     groups = configs(recs)
+    if len(groups) > MAX_CURVE_PANELS:
+        return fig_curves_by_line(recs)
     by_line: dict[str, list[list[dict[str, Any]]]] = {}
     for g in groups:
         by_line.setdefault(line_key(g[0]["member"]), []).append(g)
@@ -835,6 +923,7 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
         _log_y(axes[0][0])
     for ax in axes.flat:
         ax.grid(alpha=0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for j in range(cols):
         bottom = max((i for i in range(rows) if (i, j) in used), default=rows - 1)
         axes[bottom][j].set_xlabel("epoch")
@@ -845,6 +934,82 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
     fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False,
                bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.35 * rows + 0.5)))
+    return Figure(fig, table)
+
+
+MAX_PROBE_LINES = 3
+"""More lines than this: the probes show the best lr of each line instead of every lr."""
+
+
+def _config_score(g: Sequence[dict[str, Any]]) -> float:
+    """Median final val loss (train loss without a val set) of a configuration's finished
+    seeds; inf when none finished."""
+    key = "val_loss" if any(r["final"].get("val_loss") is not None for r in g) else "train_loss"
+    med = _median(final(r, key) for r in g)
+    return med if med is not None else math.inf
+
+
+def best_config(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The configuration (its seeds) with the lowest `_config_score` among these runs."""
+    return min(configs(runs), key=_config_score)
+
+
+def _values_only(member: dict[str, Any]) -> str:
+    """'adam · cosine · 64-32': a line's swept values without their keys (compact titles)."""
+    return " · ".join(fmt_value(v) for k, v in member.items() if k not in ("lr", "seed")) \
+        or "all runs"
+
+
+def fig_curves_by_line(recs: Sequence[dict[str, Any]], max_panels: int = 40) -> Figure:
+    """Many configurations: one panel per line, one colour per lr (median over the finished
+    seeds; train solid, val dashed), shared axes."""
+    lines = lines_of(recs)[:max_panels]
+    cols = min(5, len(lines))
+    rows = math.ceil(len(lines) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(min(FIG_WIDTH, 2.3 * cols + 0.6),
+                                                  2.1 * rows + 0.6), sharex=True, sharey=True,
+                             squeeze=False)
+    all_lrs = sorted({lr for r in recs if (lr := lr_of(r["member"])) is not None})
+    cmap = plt.get_cmap("plasma")
+    table: list[list[Any]] = [["config", "seed", "status", "epoch", "train_loss", "val_loss"]]
+    positive = []
+    for ax, (_line, runs) in zip(axes.flat, lines):
+        for k, g in enumerate(configs(runs)):
+            lr = lr_of(g[0]["member"])
+            color = (cmap(0.85 * (1 - all_lrs.index(lr) / max(len(all_lrs) - 1, 1)))
+                     if lr is not None else f"C{k % 10}")
+            ok = [r for r in g if r["status"] == "ok"]
+            for key, ls in (("train_loss", "-"), ("val_loss", "--")):
+                m = _matrix(ok, key)
+                if m.size and np.isfinite(m).any():
+                    med = _nanstat(np.nanmedian, m)
+                    ax.plot(np.arange(len(med)), med, ls, color=color, lw=1.1)
+                    positive.append(med[np.isfinite(med) & (med > 0)])
+            for r in g:
+                h = r["history"]
+                tl, vl = h.get("train_loss") or [], h.get("val_loss") or []
+                table += [[config_label(r["member"]), r["member"].get("seed"), r["status"], ep,
+                           tl[i] if i < len(tl) else None, vl[i] if i < len(vl) else None]
+                          for i, ep in enumerate(h["epoch"])]
+        ax.set_title(_t(_values_only(runs[0]["member"])), fontsize=7.5)
+        ax.grid(alpha=0.25)
+    for ax in list(axes.flat)[len(lines):]:
+        ax.set_visible(False)
+    vals = np.concatenate(positive) if positive else np.array([1.0])
+    if len(vals) and vals.max() / max(vals.min(), 1e-12) > 30:
+        _log_y(axes[0][0])
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    handles = [plt.Line2D([], [], color=cmap(0.85 * (1 - i / max(len(all_lrs) - 1, 1))),
+                          label=f"lr={lr:g}") for i, lr in enumerate(all_lrs)]
+    handles += [plt.Line2D([], [], color="#444", ls="-", label="train (median)"),
+                plt.Line2D([], [], color="#444", ls="--", label="val (median)")]
+    keys = _axes_of(recs, drop=("seed", "lr"))
+    handles.append(plt.Line2D([], [], ls="", label="panels: " + _t(" · ".join(keys))))
+    fig.legend(handles=handles, loc="upper center", frameon=False, ncol=min(len(handles), 7),
+               bbox_to_anchor=(0.5, 1.0))
+    legend_rows = math.ceil(len(handles) / 7)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.22 * legend_rows + 0.15) / (2.1 * rows + 0.6)))
     return Figure(fig, table)
 
 
@@ -897,9 +1062,17 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
     if not panels:
         return None, notes
     lines = lines_of(recs)
+    if len(lines) <= MAX_PROBE_LINES:  # a block of panels per line, one curve per lr
+        blocks = [(line, configs(runs), False) for line, runs in lines]
+    else:  # one block: the best lr of each line (the best 10 lines)
+        best = sorted((best_config(runs) for _, runs in lines), key=_config_score)[:10]
+        blocks = [("best lr of each line", best, True)]
+        notes.append(f"{len(lines)} lines (combinations of the other swept values): drawn is "
+                     f"the best lr of each of the {len(best)} lines with the lowest median "
+                     "final loss; every configuration's verdict is in the Verdicts table")
     cols = len(panels) if len(panels) <= 3 else math.ceil(len(panels) / 2)
     per_line = math.ceil(len(panels) / cols)
-    rows = per_line * len(lines)
+    rows = per_line * len(blocks)
     fig, axes = plt.subplots(rows, cols, figsize=(min(FIG_WIDTH, 3.7 * cols + 0.4),
                                                   2.45 * rows + 0.45), squeeze=False)
     all_lrs = sorted({lr for r in recs if (lr := lr_of(r["member"])) is not None})
@@ -912,10 +1085,11 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
 
     table: list[list[Any]] = [["line", "config", "probe", "epoch", "median", "min", "max"]]
     handles: dict[str, Any] = {}
-    for li, (line, runs) in enumerate(lines):
+    for li, (line, groups, by_line) in enumerate(blocks):
+        runs = [r for g in groups for r in g]
         for pi, (name, title, log) in enumerate(panels):
             ax = axes[li * per_line + pi // cols][pi % cols]
-            for k, g in enumerate(configs(runs)):
+            for k, g in enumerate(groups):
                 lr = lr_of(g[0]["member"])
                 series = [probe_series(r["history"], name, lr) for r in g]
                 m = np.full((len(g), max(len(v) for v in series)), np.nan)
@@ -923,17 +1097,18 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
                     m[i, : len(v)] = v
                 if not m.size or np.all(np.isnan(m)):
                     continue
-                label = f"lr={lr:g}" if lr is not None else config_label(g[0]["member"])
+                label = config_label(g[0]["member"]) if by_line or lr is None else f"lr={lr:g}"
                 med = _nanstat(np.nanmedian, m)
                 ep = np.arange(m.shape[1])
-                color = lr_color(lr, k)
+                color = f"C{k % 10}" if by_line else lr_color(lr, k)
                 ok = np.isfinite(med)
                 style = "o-" if name == "lr_sharpness" else "-"  # sampled epochs only
                 (h,) = ax.plot(ep[ok], med[ok], style, color=color, ms=3, lw=1.3,
                                label=_t(label))
                 handles.setdefault(label, h)
                 lo, hi = _nanstat(np.nanmin, m), _nanstat(np.nanmax, m)
-                table += [[line, config_label(g[0]["member"]), name, e, med[e], lo[e], hi[e]]
+                table += [[line_key(g[0]["member"]), config_label(g[0]["member"]), name, e,
+                           med[e], lo[e], hi[e]]
                           for e in range(m.shape[1]) if np.isfinite(med[e])]
             if name == "top_class_share":
                 maj = _nanstat(np.nanmedian, _matrix(runs, "majority_share"))
@@ -945,15 +1120,20 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
             if name in ("dead_frac", "sat_frac"):
                 ax.set_ylim(bottom=0)
             ax.set_title(_t(title if len(lines) == 1 else f"{line}: {title}"), fontsize=8.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if by_line:
+                ax.set_title(_t(title), fontsize=8.5)
             ax.set_xlabel("epoch")
             if log:
                 _log_y(ax)
             ax.grid(alpha=0.25)
         for pi in range(len(panels), per_line * cols):
             axes[li * per_line + pi // cols][pi % cols].set_visible(False)
+    ncol = min(len(handles), 8 if not blocks[0][2] else 3)
     fig.legend(handles=list(handles.values()), loc="upper center", frameon=False,
-               ncol=min(len(handles), 8), bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.45 * rows + 0.45)))
+               ncol=ncol, bbox_to_anchor=(0.5, 1.0))
+    legend_rows = math.ceil(len(handles) / max(ncol, 1))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.2 * legend_rows + 0.2) / (2.45 * rows + 0.45)))
     if any(n == "lr_sharpness" for n, _, _ in panels):
         notes.append("lr × sharpness: the applied lr times the top Hessian eigenvalue, at the "
                      "epochs where sharpness was measured; above the dotted line at 2, plain "
@@ -1013,7 +1193,12 @@ def fig_regions(exp: Experiment) -> tuple[Figure | None, str]:
     by_line: dict[str, list[dict[str, Any]]] = {}
     for r in first:
         by_line.setdefault(line_key(r["member"]), []).append(r)
-    lines = list(by_line.items())
+    lines, shown = [], 0
+    for line, rs in by_line.items():  # at most MAX_REGION_PANELS panels (whole lines)
+        if lines and shown + len(rs) > MAX_REGION_PANELS:
+            break
+        lines.append((line, rs))
+        shown += len(rs)
     rows, cols, pos = _grid_positions(lines)
     size = min(2.6, (FIG_WIDTH - 0.5) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.5, size * rows + 0.3),
@@ -1077,6 +1262,9 @@ def fig_regions(exp: Experiment) -> tuple[Figure | None, str]:
     fig.tight_layout()
     note = ("" if not skipped else
             "No stored weights for: " + "; ".join(skipped) + ".")
+    if len(lines) < len(by_line):
+        note += (f" Drawn: the first {len(lines)} of {len(by_line)} lines (combinations of the "
+                 "other swept values).")
     return Figure(fig, table), note
 
 
@@ -1367,12 +1555,67 @@ def _answer_block(exp: Experiment, rec: dict[str, Any], runs: Sequence[dict[str,
             f"<p>{_e(evidence)}</p><div class=chips>{''.join(chips)}</div>{warn}</div>")
 
 
+MAX_ANSWER_BLOCKS = 4
+"""More recommendation groups than this are answered with one ranked table."""
+
+
+def _answer_summary(exp: Experiment, recs_json: list[dict[str, Any]]) -> str:
+    """Many groups (e.g. optimizer x schedule x architecture): the overall winner, then every
+    group's own recommendation ranked by its median final metric at its best lr."""
+    axes = _axes_of(exp.recs, drop=("seed", "lr"))
+    has_val = any(r["final"].get("val_loss") is not None for r in exp.recs)
+    key = "val_loss" if has_val else "train_loss"
+    rows = []
+    for rec, g in _recommended_groups(exp):
+        row = verdict_rows(g)[0] if g else None
+        score = row[f"median_{key}"] if row else None
+        rows.append((score if score is not None else math.inf, rec, g, row))
+    rows.sort(key=lambda t: t[0])
+    cols = ["rank", *axes, "best lr", "every seed converged for lr in",
+            f"median final {key.replace('_', ' ')}", "median final val acc",
+            "verdicts at the best lr", "edge"]
+    t = Table(cols, [], numeric={0, len(axes) + 1, len(axes) + 3, len(axes) + 4})
+    for i, (_, rec, g, row) in enumerate(rows, 1):
+        member = g[0]["member"] if g else {}
+        rng = rec.get("lr_range")
+        t.rows.append([cell(i), *[cell(member.get(k)) for k in axes], cell(rec.get("best_lr")),
+                       Cell(f"{rng[0]:g} – {rng[1]:g}" if rng else "none",
+                            float(rng[0]) if rng else None),
+                       cell(row[f"median_{key}"] if row else None),
+                       cell(row["median_val_acc"] if row else None, 3),
+                       Cell(row["summary"], row["label"],
+                            " ".join(_chip(b["label"], f"{b['count']}/{row['seeds']}")
+                                     for b in row["by_label"])) if row else Cell("–"),
+                       Cell("at edge" if rec.get("at_edge") else "", str(rec.get("at_edge")))])
+    best_score, best, g, row = rows[0]
+    if g is None or not math.isfinite(best_score):
+        head = "<p class=headline>No group has a recommended learning rate.</p>"
+    else:
+        acc = (f", val acc {row['median_val_acc']:.3f}" if row["median_val_acc"] is not None
+               else "")
+        head = (f"<p class=group>best of {len(rows)} groups</p><p class=headline>Use "
+                f"<b>{_e(best.get('group', ''))}</b> at lr <b>{_e(fmt_value(best['best_lr']))}"
+                f"</b></p><p>{_e(best.get('text', ''))} Median final {_e(key.replace('_', ' '))}"
+                f" {best_score:.4g}{_e(acc)} over {row['seeds']} seeds ({_e(row['summary'])})."
+                "</p>")
+    edge = sum(bool(rec.get("at_edge")) for _, rec, _, _ in rows)
+    warn = (f"<p class=warn><b>Edge of the sweep.</b> In {edge} of {len(rows)} groups the best lr "
+            "is the smallest or largest one swept; their optimum may lie outside the range.</p>"
+            if edge else "")
+    return (f"<div class=answer>{head}{warn}</div><p>Every group of runs that differ only in lr "
+            "and seed has its own recommendation; ranked here by the median final "
+            f"{_e(key.replace('_', ' '))} at that best lr (click a header to sort).</p>"
+            + render_table(t))
+
+
 def sec_answer(exp: Experiment, prefix: str = "") -> str:
     if not exp.recs:
         return "<p>No finished runs yet; <code>lrlab resume DIR</code> finishes the sweep.</p>"
     recs_json = _recommendations(exp)
     lines = dict(lines_of(exp.recs))
     parts = []
+    if len(recs_json) > MAX_ANSWER_BLOCKS:
+        return _answer_summary(exp, recs_json)
     for rec in recs_json:
         group = rec.get("group", "")
         runs = next((rs for name, rs in lines.items()
@@ -1404,7 +1647,11 @@ def sec_lr_outcome(exp: Experiment, d: Path) -> str:
            "and is drawn as an x on the axis edge.")
     sharp = [r for r in exp.recs if len(c := _col(r["history"], "sharpness"))
              and np.isfinite(c).any()]
-    if sharp:
+    panels = facet_lines(lines_of(exp.recs))
+    if sharp and max(len(ls) for _, ls in panels) > MAX_STABILITY_LINES:
+        cap += (" With this many lines per panel the 2/λ stability limits are not drawn; the "
+                "table below lists them.")
+    elif sharp:
         cap += (" Dotted vertical lines (one per lr, in its line's colour): 2/λ, where λ is the "
                 "largest sharpness (top Hessian eigenvalue) measured during training of the runs "
                 "at that lr; an lr to the right of such a line makes plain gradient descent "
@@ -1419,16 +1666,27 @@ def _sharpness_html(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> st
     t = sharpness_table(lines)
     if t is None:
         return ""
+    table = render_table(t)
+    if len(t.rows) > 20:
+        table = f"<details><summary>{len(t.rows)} rows</summary>{table}</details>"
     return ("<h3>Sharpness and the 2/λ stability limit</h3><p class=muted>Largest top Hessian "
             "eigenvalue over the seeds at each lr, at initialisation and during training. Plain "
             "gradient descent on a quadratic with curvature λ diverges exactly when lr > 2/λ, "
-            "i.e. when lr × λ > 2.</p>" + render_table(t))
+            "i.e. when lr × λ > 2.</p>" + table)
 
 
 def sec_curves(exp: Experiment, d: Path) -> str:
     if not exp.recs:
         return "<p>No finished runs.</p>"
     f = fig_curves(exp.recs)
+    if len(configs(exp.recs)) > MAX_CURVE_PANELS:
+        n = len(lines_of(exp.recs))
+        cap = (f"{len(configs(exp.recs))} configurations: one panel per combination of the "
+               "other swept values" + (f" (the first 40 of {n})" if n > 40 else "")
+               + ", one colour per learning rate; solid = training loss, dashed = validation "
+               "loss, each the median over the seeds that finished, evaluated on the whole set "
+               "after each epoch. All panels share both axes; curves.csv has every run.")
+        return _figure(f, d, "curves", "loss curves per line and learning rate", _e(cap))
     cap = ("Training (blue) and validation (orange) loss per configuration, evaluated on the "
            "whole set after each epoch (epoch 0 = at initialisation). Bold line: median over the "
            f"seeds that finished; thin lines: each of those seeds (a band of their range when "
@@ -1489,11 +1747,15 @@ def sec_measurements(exp: Experiment, d: Path) -> str:
     _csv(m.long, d / "measurements.csv")
     lines = [name for name, _ in lines_of(exp.recs)]
     arch = any("hidden" in r["member"] for r in exp.recs)
-    cols = ("Columns: the architecture (hidden layer sizes) and any other swept value. "
-            if arch else "Columns: " + ("the other swept values. " if lines != ["all runs"]
-                                       else "all runs. "))
-    out = [f"<p>The tables the learning-rate article (seed 002) made up, measured here. Rows: "
-           f"learning rates. {_e(cols)}Each cell: median over seeds (range in brackets). "
+    other = ("the architecture (hidden layer sizes) and the other swept values" if arch
+             else "the other swept values" if lines != ["all runs"] else "all runs")
+    has_lr = any(lr_of(r["member"]) is not None for r in exp.recs)
+    if has_lr and len(lines) > MAX_MEASURE_COLUMNS:
+        layout = f"Rows: {other}; columns: learning rates."
+    else:
+        layout = f"Rows: learning rates; columns: {other}."
+    out = [f"<p>The tables the learning-rate article (seed 002) made up, measured here. "
+           f"{_e(layout)} Each cell: median over seeds (range in parentheses). "
            "(<a href='measurements.csv'>measurements.csv</a>: one row per configuration.)</p>"]
     val = any(r["final"].get("val_acc") is not None for r in exp.recs)
     out.append(f"<h3>Accuracy per learning rate</h3><p class=muted>Final "
@@ -1592,13 +1854,21 @@ def _header(exp: Experiment) -> str:
             data += (f" ({ds.X_train.shape[0]} train / {ds.X_val.shape[0]} {ds.val_label}, "
                      f"{ds.X_train.shape[1]} features, {ds.n_classes} classes)")
         bits.append(data)
-        model = (f"hidden {fmt_value(s.model.hidden) or 'none'}, {s.model.activation}, "
-                 f"{s.model.output}, init {fmt_value(s.model.init)}")
-        bits.append(model)
-        bs = s.train.batch_size or "full"
-        bits.append(f"{s.train.optimizer}, batch {bs}, {s.train.epochs} epochs"
-                    + (f", schedule {s.train.schedule}" if s.train.schedule != "constant"
-                       else "") + (f", {len(s.phases) + 1} phases" if s.phases else ""))
+
+        def v(key: str, text: str) -> str:  # a swept key's base value would mislead
+            return f"{key} swept" if key in axes else text
+
+        bits.append(", ".join([
+            v("hidden", f"hidden {fmt_value(s.model.hidden) or 'none'}"),
+            v("activation", s.model.activation), v("output", s.model.output),
+            v("init", f"init {fmt_value(s.model.init)}")]))
+        bits.append(", ".join([
+            v("optimizer", s.train.optimizer),
+            v("batch_size", f"batch {s.train.batch_size or 'full'}"),
+            v("epochs", f"{s.train.epochs} epochs")]
+            + ([v("schedule", f"schedule {s.train.schedule}")]
+               if s.train.schedule != "constant" or "schedule" in axes else [])
+            + ([f"{len(s.phases) + 1} phases"] if s.phases else [])))
         if axes:
             bits.append("swept: " + ", ".join(axes))
     return (f"<h1>lrlab report: {_e(exp.name)}</h1>"
@@ -1658,7 +1928,7 @@ def build_compare(directories: Sequence[str | Path], out: str | Path) -> Path:
         body["answer"] = "".join(f"<h3>{_e(exp.name)}</h3>" + sec_answer(exp) for exp in exps)
         lines = [(f"{exp.name}: {line}" if line != "all runs" else exp.name, rs)
                  for exp in exps for line, rs in lines_of(exp.recs)]
-        f = fig_lr_outcome(lines)
+        f = fig_lr_outcome(lines, facet=False)
         body["lr-outcome"] = (_figure(
             f, d, "lr_outcome", "final loss and accuracy against learning rate, per experiment",
             _e("Final loss and accuracy against the learning rate, one line per experiment (and "
