@@ -614,7 +614,9 @@ def recommendations(views: Sequence[Any], verdicts: Mapping[int, Any]) -> list[d
     for key, vs in groups.items():
         r = recommend(vs, dict(verdicts))
         out.append({"group": key, "best_lr": r.best_lr, "lr_range": r.lr_range,
-                    "metric": r.metric, "at_edge": r.at_edge, "text": r.text})
+                    "metric": r.metric, "at_edge": r.at_edge, "text": r.text,
+                    "converged_share": {f"{lr:g}": x for lr, x in r.converged_share.items()},
+                    "learned_share": {f"{lr:g}": x for lr, x in r.learned_share.items()}})
     return out
 
 

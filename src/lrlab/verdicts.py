@@ -1,34 +1,120 @@
 """Classify each finished run, with the numbers that justify the label, in plain words.
 
 A verdict rule is a pure function `(RunView) -> Finding | None` in the `RULES` registry
-(STYLE 11). The primary label is the first rule that fires in `PRIORITY` order; every rule that
-fires is a secondary label. No label is given without evidence numbers.
+(STYLE 11). Every rule that fires is a label of the run; the primary label is the first
+finding in `PRIORITY` order that may be primary (dead ReLUs and saturation are causes of a
+failure only when the run failed: in a run that learned well they are secondary notes). No
+label is given without evidence numbers, and every threshold below is a named constant whose
+docstring gives the reasoning.
+
+Rules read the per-epoch history the engine and the probes recorded (see `lrlab.probes` for
+the metric names). Without probes the rules fall back to the loss and accuracy curves alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 LABELS = ("converged", "slow", "diverged", "oscillating", "collapsed", "dead_relu", "saturated",
           "overfitting")
 
+# ----------------------------------------------------------------------------- thresholds
+
+LEARN_MIN_DROP = 0.1
+"""A run has *learned* when its training loss fell by at least this fraction of where it
+started (over the judged phase). Below that it made no real progress: it is `slow` (or
+`collapsed`, `dead_relu`, `saturated` when the probes show why). 10% is far outside the
+epoch-to-epoch noise of a minibatch loss at a fixed point (about 0.1% on the blobs runs that
+never move) and far below what any run that learns achieves (70-95% on the seed problems)."""
 SLOW_LAST_FRACTION = 0.2
 """`slow`: the training loss still fell by more than SLOW_MIN_DROP (relative) over the last
-SLOW_LAST_FRACTION of the epochs: training was cut off while still improving."""
+SLOW_LAST_FRACTION of the epochs: training was cut off while still improving. A converged
+run changes by a few percent at most over its last fifth."""
 SLOW_MIN_DROP = 0.05
+SLOW_MIN_SHARE_OF_START = 0.01
+"""... and that last stretch also removed more than 1% of the loss the run started from:
+a cross-entropy loss on separable data keeps shrinking by a constant factor forever (0.005
+to 0.004 is 20% lower, but nothing a learner should wait for)."""
 OSCILLATION_MIN_REL = 0.1
 """`oscillating`: over the last half of training, the training loss went up between epochs
 by more than OSCILLATION_MIN_REL of its median, in at least OSCILLATION_MIN_SHARE of the
-epoch-to-epoch changes (a converging run's loss mostly falls or stays flat)."""
+epoch-to-epoch changes (a converging run's loss mostly falls or stays flat; minibatch noise
+at a fixed point is about 1%)."""
 OSCILLATION_MIN_SHARE = 0.3
+DEAD_LAYER_MIN = 0.5
+"""`dead_relu`: at the end, at least this share of one hidden layer's ReLUs are dead (<= 0 for
+every probe sample), and either the whole layer is dead or training killed them (the share
+rose by at least DEAD_RISE_MIN since the start of the judged phase: some units dead at init
+in a layer that still passes signal are a symptom of the start, not of the lr). Half a layer
+gone halves its capacity; a whole layer gone (1.0) cuts every path from the input to the
+output, so the output cannot depend on the input and no gradient reaches the layers below: the
+run can never recover. `dead_relu` is the primary label when a whole layer died, or when the
+run failed to learn while its output still depends on the input; when the output never
+depended on the input (a flat start, see FLAT_SPREAD) the primary label is `collapsed` and
+the dead units are a secondary note."""
+DEAD_RISE_MIN = 0.2
+SAT_LAYER_MIN = 0.5
+"""`saturated`: at the end, at least this share of one sigmoid/tanh layer's (unit, sample)
+pre-activations sit beyond probes.SAT_THRESHOLD, where the derivative is below ~7% of its
+peak. When most of a layer passes back less than a fourteenth of the gradient, the layers
+below it (and its own weights) barely move: the run cannot leave that state by gradient
+steps of the size that trains a healthy net."""
+COLLAPSE_SHARE = 0.95
+"""`collapsed`: at least this share of the probe batch is predicted as one class, and the
+training accuracy is no better than always answering the most frequent class (within
+COLLAPSE_ACC_MARGIN). The accuracy condition keeps a good model of a heavily imbalanced
+problem (which also predicts one class most of the time) from being called collapsed."""
+COLLAPSE_ACC_MARGIN = 0.05
+COLLAPSE_LOSS_TOL = 0.02
+"""Without probes: a softmax run whose final training loss is within 2% of ln(C) (the loss of
+predicting every class with the same probability) and whose accuracy is at most 1/C + 0.1
+counts as collapsed."""
+FLAT_SPREAD = 0.05
+"""`output_spread` (std of the output pre-activations across inputs) below this means the
+output barely depends on the input: softmax probabilities then differ by less than ~5% between
+inputs, so every input gets the same answer."""
+BIG_UPDATE = 0.1
+"""An epoch that changes a layer's weights by 10% or more of their norm is a large step: a few
+of them can move a ReLU unit's whole input range below zero. A healthy run's per-epoch
+update ratio is typically 0.1-1% (Karpathy's rule of thumb is about 1e-3 per step)."""
+OVERFIT_MIN_EPOCHS = 5
+"""`overfitting`: the validation loss reached its minimum at least OVERFIT_MIN_EPOCHS epochs
+before the end, ended at least OVERFIT_RISE (relative) above that minimum, while the training
+loss kept falling; and train accuracy exceeds val accuracy by at least OVERFIT_ACC_GAP.
+Several epochs of rise rule out noise; 10% is well beyond the epoch-to-epoch jitter of a
+validation loss; 5 points of accuracy gap is what separates memorising from generalising on
+the small validation sets of the seed problems (a fluctuation of one or two samples there is
+1-2 points)."""
+OVERFIT_RISE = 0.1
+OVERFIT_ACC_GAP = 0.05
+PLATEAU_DROP = 0.02
+"""A *plateau at the start*: the training loss stayed within 2% of its starting value for at
+least PLATEAU_MIN_SHARE of the epochs before it began to fall (the flat start of a too-small
+initialisation: the run only begins to learn once it escapes)."""
+PLATEAU_MIN_SHARE = 0.1
+SPIKE_FACTOR = 1.5
+"""A *spike*: the training loss rose above SPIKE_FACTOR x its starting value at some epoch
+and the run still ended below where it started (it recovered)."""
+
+ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
+"""Optimizers whose effective step is preconditioned per parameter: the plain 2/lr stability
+line does not apply to them."""
+
+
+# ----------------------------------------------------------------------------- data types
 
 
 @dataclass(frozen=True)
 class RunView:
-    """What a rule may look at: one member's stored results."""
+    """What a rule may look at: one member's stored results.
+
+    `setup` holds the member's resolved settings a rule may cite: activation, output, init,
+    init_scale, hidden, optimizer, momentum, nesterov, batch_size, epochs, and `phases` (one
+    dict of epochs/lr/batch_size per training phase)."""
 
     member: int
     swept: dict[str, Any]
@@ -36,13 +122,20 @@ class RunView:
     diverged_epoch: int | None
     history: dict[str, list[Any]]
     n_classes: int = 0
+    setup: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Finding:
+    """One rule's result. `primary` is False for a cause that is present but did not stop the
+    run from learning (it becomes a secondary label); `summary` is the one-line form used when
+    the finding is secondary."""
+
     label: str
     evidence: dict[str, Any]
     explanation: str
+    primary: bool = True
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,32 +150,465 @@ class Verdict:
                 "explanation": self.explanation}
 
 
+# ----------------------------------------------------------------------------- reading runs
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _clean(col: Sequence[Any] | None) -> list[float]:
-    return [float(x) for x in (col or []) if x is not None and math.isfinite(x)]
+    return [float(x) for x in (col or []) if _finite(x)]
 
 
-def _lr(v: RunView) -> str:
-    lr = v.swept.get("lr")
-    return f"lr {lr:g}" if isinstance(lr, (int, float)) else "this run"
+def _r(x: float | None, digits: int = 4) -> float | None:
+    """Round for evidence (significant digits), keeping None."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if x >= 0.01 or x == 0 else f"{100 * x:.2g}%"
+
+
+def _g(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3g}"
+
+
+class _Run:
+    """Derived views of one RunView: the judged window (the last training phase), the loss
+    curve in it, and probe series by name. Internal to the rules; `_Run.of(v)` builds it once
+    per view (judge runs every rule on the same view)."""
+
+    _last: list[tuple[RunView, _Run]] = []
+
+    @classmethod
+    def of(cls, v: RunView) -> _Run:
+        if cls._last and cls._last[0][0] is v:
+            return cls._last[0][1]
+        r = cls(v)
+        cls._last[:] = [(v, r)]
+        return r
+
+    def __init__(self, v: RunView) -> None:
+        self.v = v
+        self._series: dict[tuple[str, bool], list[tuple[int, float]]] = {}
+        h = v.history
+        self.epochs: list[int] = [int(e) for e in h.get("epoch", [])]
+        phase = h.get("phase") or [None] * len(self.epochs)
+        last = max((p for p in phase if _finite(p)), default=0)
+        self.phase = int(last)
+        # the record just before the last phase began (epoch 0 for a single phase)
+        self.start = max((i for i, p in enumerate(phase) if _finite(p) and p < last),
+                         default=0)
+        self.idx = list(range(self.start, len(self.epochs)))
+
+    def col(self, name: str) -> list[Any]:
+        c = self.v.history.get(name) or []
+        return list(c) + [None] * (len(self.epochs) - len(c))
+
+    def series(self, name: str, window: bool = True) -> list[tuple[int, float]]:
+        """(epoch, value) pairs with a finite value, in the judged window by default."""
+        key = (name, window)
+        if key not in self._series:
+            c = self.v.history.get(name) or []
+            lo = self.start if window else 0
+            ep = self.epochs
+            self._series[key] = [(ep[i], float(x)) for i, x in enumerate(c[lo:len(ep)], lo)
+                                 if x is not None and x == x and abs(x) != math.inf]
+        return self._series[key]
+
+    def first(self, name: str) -> float | None:
+        s = self.series(name)
+        return s[0][1] if s else None
+
+    def last(self, name: str) -> float | None:
+        s = self.series(name)
+        return s[-1][1] if s else None
+
+    def losses(self) -> list[float]:
+        return [x for _, x in self.series("train_loss")]
+
+    def layers(self, prefix: str) -> list[int]:
+        pat = re.compile(re.escape(prefix) + r"_l(\d+)$")
+        return sorted(int(m.group(1)) for k in self.v.history if (m := pat.match(k)))
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate of the judged phase (its last recorded step)."""
+        lr = self.last("lr")
+        if lr is None:
+            s = self.v.swept.get("lr")
+            lr = float(s) if _finite(s) else None
+        return lr
+
+    @property
+    def n_layers(self) -> int:
+        return max(self.layers("weight_norm") or self.layers("grad_norm") or [0])
+
+    def drop(self) -> float | None:
+        """Relative fall of the training loss over the judged window (1 = to zero)."""
+        ls = self.losses()
+        if len(ls) < 2 or ls[0] <= 0:
+            return None
+        return (ls[0] - ls[-1]) / ls[0]
+
+    def learned(self) -> bool:
+        d = self.drop()
+        return d is not None and d >= LEARN_MIN_DROP
+
+    def where(self) -> str:
+        """'At lr 0.5' plus the phase when there are several."""
+        lr = self.lr
+        at = f"At lr {lr:g}" if lr is not None else "In this run"
+        if self.phase > 0:
+            e0 = self.epochs[self.start] if self.epochs else 0
+            at += f" (phase {self.phase + 1}, from epoch {e0})"
+        return at
+
+
+def stability_lr(sharpness: float | None, optimizer: str = "sgd", momentum: float = 0.0,
+                 nesterov: bool = False) -> float | None:
+    """The largest lr for which gradient descent is stable on a quadratic with this top
+    curvature: 2/sharpness for plain SGD, 2(1+m)/sharpness with heavy-ball momentum m, and
+    (2+2m)/((1+2m) sharpness) with Nesterov momentum. None for adaptive optimizers (their
+    step is preconditioned, so the raw Hessian's eigenvalue does not set the limit) and for a
+    non-positive sharpness."""
+    if sharpness is None or not sharpness > 0 or optimizer in ADAPTIVE:
+        return None
+    m = momentum or 0.0
+    if nesterov or optimizer == "nesterov":
+        return (2 + 2 * m) / ((1 + 2 * m) * sharpness)
+    return 2 * (1 + m) / sharpness
+
+
+def _stability(r: _Run, epoch_index: int | None = None) -> tuple[float | None, float | None,
+                                                                 int | None]:
+    """(sharpness, its stability lr, epoch) at the start of the judged window (or the first
+    measurement after it)."""
+    s = r.series("sharpness")
+    if not s:
+        return None, None, None
+    e, lam = s[0] if epoch_index is None else s[epoch_index]
+    st = r.v.setup
+    return lam, stability_lr(lam, st.get("optimizer", "sgd"), st.get("momentum", 0.0),
+                             bool(st.get("nesterov", False))), e
+
+
+def _plateau(r: _Run) -> tuple[int, int] | None:
+    """(epochs spent, the epoch it ended) when the training loss sat within PLATEAU_DROP of
+    its start for at least PLATEAU_MIN_SHARE of the judged window before it fell."""
+    s = r.series("train_loss")
+    if len(s) < 10:
+        return None
+    e0, l0 = s[0]
+    end = next((e for e, x in s if x < (1 - PLATEAU_DROP) * l0), None)
+    if end is None or (end - e0) < PLATEAU_MIN_SHARE * (s[-1][0] - e0):
+        return None
+    return end - e0, end
+
+
+def _since(series: list[tuple[int, float]], level: float) -> int | None:
+    """The first epoch from which the series stayed at or above `level` to the end."""
+    since = None
+    for e, x in series:
+        if x >= level:
+            since = e if since is None else since
+        else:
+            since = None
+    return since
+
+
+# ----------------------------------------------------------------------------- rules
 
 
 def diverged(v: RunView) -> Finding | None:
     if v.status != "diverged":
         return None
+    r = _Run.of(v)
     losses = _clean(v.history.get("train_loss"))
     start = losses[0] if losses else None
     last = losses[-1] if losses else None
-    ev = {"diverged_epoch": v.diverged_epoch, "start_loss": start, "last_finite_loss": last}
-    blew = (f"its training loss went from {start:.3g} to {last:.3g}" if start is not None
-            and last is not None and last > start else "its loss became NaN/Inf")
-    return Finding("diverged", ev, (
-        f"At {_lr(v)} training diverged in epoch {v.diverged_epoch}: {blew}. The steps were "
-        "too large for the curvature of the loss, so each update overshot the minimum by more "
-        "than the last; the run was stopped there."))
+    ev: dict[str, Any] = {"diverged_epoch": v.diverged_epoch, "lr": _r(r.lr),
+                          "start_loss": _r(start), "last_finite_loss": _r(last)}
+    blew = (f"its training loss went from {start:.3g} to {last:.3g} and then past any bound"
+            if start is not None and last is not None and last > start
+            else "its loss became NaN or infinite")
+    text = (f"{r.where()} training diverged in epoch {v.diverged_epoch}: {blew}. ")
+    lam, lim, e = _stability(r)
+    if lam is not None and lim is not None and r.lr is not None:
+        ev.update(sharpness_init=_r(lam), stability_lr=_r(lim), lr_over_stability=_r(r.lr / lim))
+        if r.lr > lim:
+            text += (f"At epoch {e} the sharpest curvature of the loss (top Hessian eigenvalue) "
+                     f"was {lam:.3g}, so gradient descent is stable only for lr below "
+                     f"2/{lam:.3g} = {lim:.3g}; lr {r.lr:g} is {r.lr / lim:.3g}x that. Along "
+                     "that direction every step overshoots the minimum by more than the "
+                     "distance it had, so the error grows geometrically until the run is "
+                     "stopped. This is divergence, not a wrong gradient.")
+        else:
+            peak = max(r.series("sharpness"), key=lambda p: p[1])
+            ev.update(sharpness_max=_r(peak[1]), sharpness_max_epoch=peak[0])
+            text += (f"lr {r.lr:g} was below the stability limit 2/sharpness = {lim:.3g} at "
+                     f"epoch {e}, so the instability came later: the curvature grew during "
+                     f"training (to {peak[1]:.3g} at epoch {peak[0]}, limit "
+                     f"{2 / peak[1]:.3g}) until the steps overshot.")
+    else:
+        text += ("The steps were too large for the curvature of the loss, so each update "
+                 "overshot the minimum by more than the last; the run was stopped there.")
+    return Finding("diverged", ev, text.strip(),
+                   summary=f"diverged in epoch {v.diverged_epoch}")
+
+
+def dead_relu(v: RunView) -> Finding | None:
+    r = _Run.of(v)
+    layers = r.layers("dead_frac")
+    if not layers:
+        return None
+    finals = {lay: r.last(f"dead_frac_l{lay}") for lay in layers}
+    finals = {lay: x for lay, x in finals.items() if x is not None}
+    if not finals:
+        return None
+    worst = max(finals, key=lambda lay: (finals[lay], -lay))  # ties: where the signal stops
+    frac = finals[worst]
+    init = r.first(f"dead_frac_l{worst}") or 0.0
+    blocked = frac >= 1.0
+    if frac < DEAD_LAYER_MIN or (frac - init < DEAD_RISE_MIN and not blocked):
+        return None
+    series = r.series(f"dead_frac_l{worst}")
+    since = _since(series, min(frac, max(DEAD_LAYER_MIN, init + DEAD_RISE_MIN)))
+    at_since = dict(series).get(since, frac) if since is not None else frac
+    all_since = _since(series, frac)
+    ev: dict[str, Any] = {"dead_layer": worst, "dead_frac_layer": _r(frac),
+                          "dead_since_epoch": since, "dead_frac_layer_at_since": _r(at_since),
+                          "dead_frac_layer_init": _r(init), "dead_frac": _r(r.last("dead_frac")),
+                          "lr": _r(r.lr)}
+    if at_since < frac:
+        when = (f"{_pct(at_since)} from epoch {since} on, {_pct(frac)} from epoch {all_since}")
+        ev["dead_final_since_epoch"] = all_since
+    else:
+        when = f"from epoch {since} on"
+    text = (f"{r.where()} {_pct(frac)} of the layer-{worst} ReLUs are dead ({when}; at the "
+            f"start {_pct(init)}): their pre-activation is negative for every input, so they "
+            "output 0 and pass no gradient back to their weights, and nothing revives them. ")
+    upd = r.series(f"update_ratio_l{worst}")
+    before = [x for e, x in upd if since is not None and e <= since]
+    big = max(before) if before else None
+    spread0 = r.first("output_spread")
+    if big is not None:
+        ev["update_ratio_max_before"] = _r(big)
+    e0 = r.epochs[r.start] if r.epochs else 0
+    if since == e0 and init >= frac:
+        text += ("They were dead from the start: the initial weights and biases put every "
+                 "input on the flat, zero side of the ReLU. ")
+    elif big is not None and big >= BIG_UPDATE:
+        text += (f"Before they died, one epoch changed layer {worst}'s weights by up to "
+                 f"{_pct(big)} of their size: steps that large throw a unit's weights and bias "
+                 "to where every input lands on the flat, zero side of the ReLU. ")
+    elif spread0 is not None and spread0 < FLAT_SPREAD:
+        ev["output_spread_init"] = _r(spread0)
+        text += (f"The weights hardly moved (at most {_pct(big or 0)} per epoch), but the signal "
+                 f"reaching the deep layers is tiny (at the start the output varied by only "
+                 f"{spread0:.2g} across inputs): a pre-activation there is almost just its bias, "
+                 f"so the small bias steps of lr {_g(r.lr)} were enough to push each unit below "
+                 "zero for every input. ")
+    lam, lim, _ = _stability(r)
+    if lim is not None and r.lr is not None and r.lr < lim:
+        ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
+        text += (f"It is not overshooting in the usual sense: the sharpest curvature at the "
+                 f"start was {lam:.3g}, so steps are stable up to lr 2/{lam:.3g} = {lim:.3g}. ")
+    acc = r.last("val_acc") if r.last("val_acc") is not None else r.last("train_acc")
+    major = r.last("majority_share")
+    top = r.last("top_class_share")
+    if acc is not None:
+        ev["final_acc"] = _r(acc)
+    if major is not None:
+        ev["majority_share"] = _r(major)
+    if top is not None:
+        ev["top_class_share"] = _r(top)
+    if blocked:
+        text += (f"With every unit of layer {worst} dead the output no longer depends on the "
+                 "input at all")
+        if top is not None:
+            text += f": the net gives one answer for {_pct(top)} of the inputs"
+        if acc is not None and major is not None:
+            text += (f", and its accuracy {acc:.2f} is that of always answering one class (the "
+                     f"most common class is {_pct(major)} of the data)")
+        text += ". The run cannot recover: no gradient reaches the layers below, so no number "
+        text += ("of epochs helps; a smaller lr avoids it." if big is not None and
+                 big >= BIG_UPDATE else "of epochs helps; an initialisation that keeps the "
+                 "signal alive through the layers (He for ReLU) avoids it.")
+    elif not r.learned() and acc is not None:
+        text += (f"The surviving units carry too little signal to fit the data (accuracy "
+                 f"{acc:.2f}).")
+    elif acc is not None:
+        text += (f"The run still learned with the units that remain (accuracy {acc:.2f}): dead "
+                 "units cost capacity, and matter when they take most of a layer.")
+    spread = r.last("output_spread")
+    flat = spread is not None and spread < FLAT_SPREAD
+    failed = blocked or (not r.learned() and not flat)
+    return Finding("dead_relu", ev, text.strip(), primary=failed,
+                   summary=f"{_pct(frac)} of the layer-{worst} ReLUs dead from epoch {since}")
+
+
+def saturated(v: RunView) -> Finding | None:
+    r = _Run.of(v)
+    layers = r.layers("sat_frac")
+    out_layer = r.n_layers
+    output = v.setup.get("output")
+    # the output layer's saturation stalls learning only with the quadratic cost (with
+    # cross-entropy the output's gradient is p - y whatever the saturation)
+    cand = [lay for lay in layers if lay != out_layer or output == "quadratic" or
+            (output is None and len(layers) == 1)]
+    finals = {lay: r.last(f"sat_frac_l{lay}") for lay in cand}
+    finals = {lay: x for lay, x in finals.items() if x is not None}
+    if not finals:
+        return None
+    worst = max(finals, key=lambda lay: (finals[lay], -lay))
+    frac = finals[worst]
+    if frac < SAT_LAYER_MIN:
+        return None
+    init = r.first(f"sat_frac_l{worst}") or 0.0
+    since = _since(r.series(f"sat_frac_l{worst}"), SAT_LAYER_MIN)
+    act = v.setup.get("activation", "sigmoid") if worst != out_layer else "sigmoid"
+    thr, slope, peak = (2.0, 0.071, 1.0) if act == "tanh" else (4.0, 0.018, 0.25)
+    ev: dict[str, Any] = {"sat_layer": worst, "sat_frac_layer": _r(frac),
+                          "sat_since_epoch": since, "sat_frac_layer_init": _r(init),
+                          "sat_frac": _r(r.last("sat_frac")), "lr": _r(r.lr)}
+    kind = "output" if worst == out_layer else f"layer-{worst} {act}"
+    text = (f"{r.where()} {_pct(frac)} of the {kind} activations are saturated (|z| > {thr:g}, "
+            f"where the {act}'s slope is below {slope} against {peak} at its centre)")
+    text += f" from epoch {since} on" if since is not None else ""
+    text += f" (at the start: {_pct(init)}). "
+    g_all = r.series(f"grad_norm_l{worst}", window=False)
+    g_now = r.last(f"grad_norm_l{worst}")
+    w_all = r.series(f"weight_norm_l{worst}", window=False)
+    if g_all and g_now is not None:
+        ev.update(grad_norm_layer_init=_r(g_all[0][1]), grad_norm_layer=_r(g_now))
+        text += (f"Backpropagation multiplies every gradient by that slope, so the gradient "
+                 f"of the layer-{worst} weights is {g_now:.3g} now against {g_all[0][1]:.3g} "
+                 "at initialisation: the updates are too small to pull the units back to "
+                 "where they are sensitive. ")
+    if w_all and len(w_all) > 1:
+        ev.update(weight_norm_layer_init=_r(w_all[0][1]), weight_norm_layer=_r(w_all[-1][1]))
+        if w_all[-1][1] > 2 * w_all[0][1]:
+            text += (f"The layer's weights grew from norm {w_all[0][1]:.3g} to "
+                     f"{w_all[-1][1]:.3g}, which is what drove the pre-activations into the "
+                     "flat tails. ")
+    d = r.drop()
+    acc = r.last("val_acc") if r.last("val_acc") is not None else r.last("train_acc")
+    if d is not None:
+        ev["loss_drop"] = _r(d)
+    if acc is not None:
+        ev["final_acc"] = _r(acc)
+    if not r.learned():
+        ls = r.losses()
+        text += (f"So the loss barely moves ({ls[0]:.3g} to {ls[-1]:.3g})" if ls else
+                 "So the run barely learns")
+        text += (f" and accuracy stays at {acc:.2f}." if acc is not None else ".")
+        text += (" A fresh initialisation trains, because its units start near the centre; "
+                 "these start in the flat tails, and gradient descent cannot climb out.")
+    return Finding("saturated", ev, text.strip(), primary=not r.learned(),
+                   summary=f"{_pct(frac)} of the {kind} activations saturated")
+
+
+def collapsed(v: RunView) -> Finding | None:
+    if v.status != "ok":
+        return None
+    r = _Run.of(v)
+    top, major = r.last("top_class_share"), r.last("majority_share")
+    train_acc, val_acc = r.last("train_acc"), r.last("val_acc")
+    acc = train_acc if train_acc is not None else val_acc
+    loss = r.last("train_loss")
+    ev: dict[str, Any] = {"lr": _r(r.lr)}
+    if top is not None and major is not None:
+        if top < COLLAPSE_SHARE or acc is None or acc > major + COLLAPSE_ACC_MARGIN:
+            return None
+        ev.update(top_class_share=_r(top), majority_share=_r(major))
+        text = (f"{r.where()} the net predicts one class for {_pct(top)} of the inputs. ")
+    else:  # no probes: the loss of the uniform guess
+        c = v.n_classes
+        if v.setup.get("output", "softmax") != "softmax" or c < 2 or loss is None \
+                or acc is None:
+            return None
+        chance = math.log(c)
+        if abs(loss - chance) > COLLAPSE_LOSS_TOL * chance or acc > 1 / c + 0.1:
+            return None
+        ev["chance_loss"] = _r(chance)
+        text = (f"{r.where()} the training loss ended at {loss:.4g}, which is ln {c} = "
+                f"{chance:.4g}, the loss of giving every class the same probability whatever "
+                "the input. ")
+    if train_acc is not None:
+        ev["train_acc"] = _r(train_acc)
+    if val_acc is not None:
+        ev["val_acc"] = _r(val_acc)
+    ev["final_train_loss"] = _r(loss)
+    shown = val_acc if val_acc is not None else train_acc
+    which = "validation" if val_acc is not None else "training"
+    if shown is not None:
+        text += f"Its {which} accuracy {shown:.2f} is what always answering one class scores"
+        text += (f" (the most common class is {_pct(major)} of the data). " if major is not None
+                 else ". ")
+    spread0 = r.first("output_spread")
+    spread = r.last("output_spread")
+    if spread is not None:
+        ev.update(output_spread_init=_r(spread0), output_spread=_r(spread))
+    if spread is not None and spread < FLAT_SPREAD:
+        text += (f"The output hardly depends on the input: across inputs the output values vary "
+                 f"by only {spread:.2g} (std; {_g(spread0)} at the start), so the softmax gives "
+                 "every input nearly the same probabilities, and all the net can do is match "
+                 "the class frequencies with its output biases")
+        c = v.n_classes
+        text += (f" (loss {loss:.4g}; ln {c} = {math.log(c):.4g} is the loss of a uniform "
+                 "guess). " if c and loss is not None else ". ")
+        text += _flat_start(r, ev)
+    elif spread is not None:
+        text += ("The output still varies with the input, but the differences never favour "
+                 "another class: the net settled on the majority answer.")
+    return Finding("collapsed", ev, text.strip(),
+                   summary=f"predicts one class for {_pct(top)} of inputs" if top is not None
+                   else "predicts one class")
+
+
+def _flat_start(r: _Run, ev: dict[str, Any]) -> str:
+    """Why a net whose output ignores its input does not learn: small weights shrink the
+    signal layer by layer, every weight gradient is a product of such small factors, and the
+    per-epoch update ratio shows how little moves. Adds its numbers to `ev`."""
+    v = r.v
+    text = ""
+    norms = [r.series(f"weight_norm_l{lay}", window=False) for lay in range(1, r.n_layers + 1)]
+    norms0 = [s[0][1] for s in norms if s]
+    init = v.setup.get("init")
+    if norms0 and len(norms0) > 1:
+        ev["weight_norms_init"] = [_r(x, 3) for x in norms0]
+        text += (f"The signal is lost on the way in: with init {init or 'as given'} the "
+                 f"{len(norms0)} weight layers start with norms of only "
+                 + ", ".join(f"{x:.2g}" for x in norms0)
+                 + ", so each layer passes on only a fraction of what it receives. ")
+    g = [r.series(f"grad_norm_l{lay}", window=False) for lay in range(1, r.n_layers + 1)]
+    g0 = [s[0][1] for s in g if s]
+    if g0:
+        ev["grad_norms_init"] = [_r(x, 3) for x in g0]
+        text += (f"For the same reason every weight gradient is tiny (at the start "
+                 f"{min(g0):.2g} to {max(g0):.2g} per layer): near such a flat start each "
+                 "weight's gradient is a product of other small weights and signals. ")
+    upd = [x for _, x in r.series("update_ratio_l1")]
+    if upd:
+        med = sorted(upd)[len(upd) // 2]
+        total = sum(upd)
+        ev.update(update_ratio_l1_median=_r(med), update_ratio_l1_total=_r(total))
+        text += (f"At lr {_g(r.lr)} each epoch changed the first layer's weights by a median "
+                 f"{med:.2g} of their size, at most {_pct(total)} over all {len(upd)} epochs: "
+                 "nothing moved in the epochs given. ")
+    text += ("A larger lr leaves such a flat start sooner (or kills the deep units, see "
+             "dead_relu), and an initialisation scaled to the layer width (He for ReLU, Glorot "
+             "for tanh) avoids it.")
+    return text
 
 
 def oscillating(v: RunView) -> Finding | None:
-    losses = _clean(v.history.get("train_loss"))
+    r = _Run.of(v)
+    losses = r.losses()
     tail = losses[len(losses) // 2:]
     if len(tail) < 6:
         return None
@@ -91,66 +617,204 @@ def oscillating(v: RunView) -> Finding | None:
     share = len(ups) / (len(tail) - 1)
     if share < OSCILLATION_MIN_SHARE:
         return None
-    return Finding("oscillating", {"rises_share": round(share, 3), "median_loss": med}, (
-        f"At {_lr(v)} the training loss kept jumping up between epochs ({share:.0%} of the "
-        f"epoch-to-epoch changes in the second half were rises of more than "
-        f"{OSCILLATION_MIN_REL:.0%}): the steps bounce across the valley instead of settling."))
+    ev: dict[str, Any] = {"rises_share": round(share, 3), "median_loss": _r(med),
+                          "largest_rise": _r(max(ups)), "lr": _r(r.lr)}
+    text = (f"{r.where()} the training loss kept jumping up between epochs ({share:.0%} of the "
+            f"epoch-to-epoch changes in the second half were rises of more than "
+            f"{OSCILLATION_MIN_REL:.0%} of its median {med:.3g}, the largest {max(ups):.3g}): "
+            "the steps bounce across the valley instead of settling. ")
+    s = r.series("sharpness")
+    if s and r.lr is not None:
+        lam, lim, e = _stability(r, -1)
+        if lim is not None:
+            ev.update(sharpness_last=_r(lam), stability_lr_last=_r(lim))
+            text += (f"At epoch {e} the top curvature was {lam:.3g}, so the stability limit "
+                     f"2/sharpness is {lim:.3g}; lr {r.lr:g} is {r.lr / lim:.2g}x that. ")
+    text += "A smaller lr, or a decaying schedule, lets it settle."
+    return Finding("oscillating", ev, text.strip(),
+                   summary=f"loss rises in {share:.0%} of late epochs")
+
+
+def overfitting(v: RunView) -> Finding | None:
+    if v.status != "ok":
+        return None
+    r = _Run.of(v)
+    val = r.series("val_loss")
+    tr = dict(r.series("train_loss"))
+    if len(val) < OVERFIT_MIN_EPOCHS + 2:
+        return None
+    best_e, best = min(val, key=lambda p: p[1])
+    last_e, last = val[-1]
+    if last_e - best_e < OVERFIT_MIN_EPOCHS or best <= 0 or last < best * (1 + OVERFIT_RISE):
+        return None
+    if best_e not in tr or last_e not in tr or not tr[last_e] < tr[best_e]:
+        return None
+    ta, va = r.last("train_acc"), r.last("val_acc")
+    if ta is None or va is None or ta - va < OVERFIT_ACC_GAP:
+        return None
+    ev = {"best_val_epoch": best_e, "best_val_loss": _r(best), "final_val_loss": _r(last),
+          "val_loss_rise": _r(last / best - 1), "train_loss_at_best": _r(tr[best_e]),
+          "final_train_loss": _r(tr[last_e]), "train_acc": _r(ta), "val_acc": _r(va),
+          "acc_gap": _r(ta - va), "lr": _r(r.lr)}
+    text = (f"{r.where()} the validation loss bottomed out at {best:.3g} in epoch {best_e} and "
+            f"then rose {_pct(last / best - 1)} over the remaining {last_e - best_e} epochs, "
+            f"while the training loss kept falling ({tr[best_e]:.3g} to {tr[last_e]:.3g}): the "
+            f"net is memorising its training set (train accuracy {ta:.2f} against validation "
+            f"{va:.2f}). Stopping at epoch {best_e} (early stopping), more data or "
+            "regularisation (weight decay) would generalise better.")
+    return Finding("overfitting", ev, text, summary=f"val loss up {_pct(last / best - 1)} "
+                   f"since epoch {best_e}")
 
 
 def slow(v: RunView) -> Finding | None:
-    losses = _clean(v.history.get("train_loss"))
-    if len(losses) < 3 or v.status != "ok":
+    if v.status != "ok":
+        return None
+    r = _Run.of(v)
+    losses = r.losses()
+    if len(losses) < 3:
         return None
     k = max(1, int(round(SLOW_LAST_FRACTION * (len(losses) - 1))))
     before, end = losses[-1 - k], losses[-1]
-    drop = (before - end) / max(abs(before), 1e-12)
-    if drop <= SLOW_MIN_DROP:
+    tail = (before - end) / max(abs(before), 1e-12)
+    d = r.drop() or 0.0
+    ev: dict[str, Any] = {"loss_drop_last_epochs": _r(tail), "epochs_window": k,
+                          "loss_drop": _r(d), "final_train_loss": _r(end), "lr": _r(r.lr)}
+    if tail > SLOW_MIN_DROP and (before - end) > SLOW_MIN_SHARE_OF_START * abs(losses[0]):
+        ev["still_improving"] = True
+        text = (f"{r.where()} the loss was still falling when training stopped ({_pct(tail)} "
+                f"lower over the last {k} epochs, {losses[0]:.3g} to {end:.3g} in all). ")
+        text += _plateau_text(r, ev)
+        text += "It needs more epochs or a larger learning rate."
+        return Finding("slow", ev, text, summary=f"still improving ({_pct(tail)} over the last "
+                       f"{k} epochs)")
+    if d >= LEARN_MIN_DROP:
         return None
-    return Finding("slow", {"loss_drop_last_epochs": round(drop, 4), "epochs_window": k,
-                            "final_train_loss": end}, (
-        f"At {_lr(v)} the loss was still falling when training stopped ({drop:.0%} lower over "
-        f"the last {k} epochs): it needs more epochs or a larger learning rate."))
+    text = (f"{r.where()} training made almost no progress: the loss went from {losses[0]:.4g} "
+            f"to {end:.4g} ({_pct(d)} lower) in {len(losses) - 1} epochs. ")
+    upd = [x for _, x in r.series("update_ratio_l1")]
+    if upd:
+        med = sorted(upd)[len(upd) // 2]
+        ev["update_ratio_l1_median"] = _r(med)
+        text += (f"Each epoch changed the first layer's weights by a median {med:.2g} of their "
+                 "size. ")
+    text += "The steps are too small to get anywhere in this many epochs: raise the lr."
+    return Finding("slow", ev, text, summary=f"loss only {_pct(d)} lower")
+
+
+def _plateau_text(r: _Run, ev: dict[str, Any]) -> str:
+    p = _plateau(r)
+    if p is None:
+        return ""
+    ev.update(plateau_epochs=p[0], plateau_end_epoch=p[1])
+    return (f"It first sat on a plateau near its starting loss for {p[0]} epochs (until epoch "
+            f"{p[1]}): a flat start, where the gradients are tiny until the weights grow enough "
+            "for the signal to reach the output; a different seed escapes sooner or later. ")
 
 
 def converged(v: RunView) -> Finding | None:
     if v.status != "ok":
         return None
-    losses = _clean(v.history.get("train_loss"))
-    val = _clean(v.history.get("val_acc")) or _clean(v.history.get("train_acc"))
-    if not losses:
+    r = _Run.of(v)
+    losses = r.losses()
+    if len(losses) < 2 or not r.learned():
         return None
-    ev: dict[str, Any] = {"start_loss": losses[0], "final_train_loss": losses[-1]}
-    if val:
-        ev["final_acc"] = val[-1]
-    acc = f", accuracy {val[-1]:.3f}" if val else ""
-    return Finding("converged", ev, (
-        f"At {_lr(v)} the loss fell from {losses[0]:.3g} to {losses[-1]:.3g} and levelled "
-        f"off{acc}."))
+    val_acc = r.last("val_acc")
+    acc = val_acc if val_acc is not None else r.last("train_acc")
+    ev: dict[str, Any] = {"start_loss": _r(losses[0]), "final_train_loss": _r(losses[-1]),
+                          "loss_drop": _r(r.drop()), "lr": _r(r.lr)}
+    if r.last("val_loss") is not None:
+        ev["final_val_loss"] = _r(r.last("val_loss"))
+    if acc is not None:
+        ev["final_acc"] = _r(acc)
+    which = "validation accuracy" if val_acc is not None else "accuracy"
+    text = (f"{r.where()} the loss fell from {losses[0]:.3g} to {losses[-1]:.3g} and levelled "
+            "off" + (f"; {which} {acc:.3f}." if acc is not None else "."))
+    text += (" " + _plateau_text(r, ev)).rstrip()
+    spike_i = max(range(len(losses)), key=lambda i: losses[i])
+    if spike_i > 0 and losses[spike_i] > SPIKE_FACTOR * losses[0]:
+        e_spike = r.series("train_loss")[spike_i][0]
+        ev.update(spike_epoch=e_spike, spike_loss=_r(losses[spike_i]))
+        text += (f" On the way the loss spiked to {losses[spike_i]:.3g} in epoch {e_spike} "
+                 f"({losses[spike_i] / losses[0]:.2g}x its start) and recovered.")
+        lam, lim, e = _stability(r)
+        s = r.series("sharpness")
+        if lim is not None and r.lr is not None and r.lr > lim:
+            later = [(ep, x) for ep, x in s if ep > e_spike]
+            ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
+            text += (f" That is not a wrong gradient: at the start the sharpest curvature of "
+                     f"the loss was {lam:.3g}, so steps are stable only for lr below "
+                     f"2/{lam:.3g} = {lim:.3g}, and lr {r.lr:g} is {r.lr / lim:.2g}x that. The "
+                     "first steps overshot along that direction, which moved the weights to a "
+                     "flatter region")
+            if later:
+                e2, lam2 = later[0]
+                lim2 = stability_lr(lam2, v.setup.get("optimizer", "sgd"),
+                                    v.setup.get("momentum", 0.0), bool(v.setup.get("nesterov")))
+                ev.update(sharpness_after=_r(lam2), sharpness_after_epoch=e2)
+                text += (f" (sharpness {lam2:.3g} at epoch {e2}"
+                         + (f", limit {lim2:.3g}" if lim2 else "") + ")")
+            text += (" where the same lr is stable, so the run recovered. A wrong gradient "
+                     "would not heal itself like this (`lrlab gradcheck` checks a hand-written "
+                     "one).")
+        elif lim is not None and r.lr is not None:
+            ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
+            text += (f" lr {r.lr:g} was below the stability limit 2/sharpness = {lim:.3g} at "
+                     "the start, so the spike came from the minibatch noise or from curvature "
+                     "that grew during training, not from the first steps.")
+    return Finding("converged", ev, text, summary="converged")
 
+
+FAILURES = ("diverged", "dead_relu", "saturated", "collapsed")
+"""Primary labels that already explain why the loss did not fall."""
 
 Rule = Callable[[RunView], Finding | None]
 RULES: dict[str, Rule] = {
     "diverged": diverged,
+    "dead_relu": dead_relu,
+    "saturated": saturated,
+    "collapsed": collapsed,
     "oscillating": oscillating,
+    "overfitting": overfitting,
     "slow": slow,
     "converged": converged,
 }
-PRIORITY: tuple[str, ...] = ("diverged", "oscillating", "slow", "converged")
+PRIORITY: tuple[str, ...] = ("diverged", "oscillating", "dead_relu", "saturated", "collapsed",
+                             "overfitting", "slow", "converged")
+"""Instability first (a diverged or bouncing run is the lr's doing, and whatever else it
+shows, e.g. units saturated by its huge steps, follows from it), then causes before
+symptoms: a run whose ReLUs died *and* that predicts one class is labelled by the cause
+(dead_relu), with `collapsed` as a secondary label."""
 
 
 def judge(v: RunView) -> Verdict:
-    """Run every rule; the first in PRIORITY that fires is the label."""
+    """Run every rule; the first finding in PRIORITY that may be primary is the label, every
+    other finding a secondary label (converged is dropped beside any other primary)."""
     found = {name: f for name in PRIORITY if (f := RULES[name](v)) is not None}
-    if not found:
-        return Verdict("slow", ("slow",), {"epochs": len(v.history.get("epoch", []))},
-                       "Too few epochs were recorded to judge this run.")
-    primary = next(iter(found.values()))
+    primary = next((f for f in found.values() if f.primary), None)
+    if primary is None:
+        r = _Run.of(v)
+        ev = {"epochs": len(r.epochs), "loss_drop": _r(r.drop())}
+        for f in found.values():
+            ev.update(f.evidence)
+        return Verdict("slow", ("slow", *found), ev, (
+            f"{r.where()} too little was recorded to judge this run (loss drop "
+            f"{_pct(r.drop() or 0)} over {len(r.epochs)} records)."))
     if primary.label != "converged":
         found.pop("converged", None)
+    if "slow" in found and (primary.label == "oscillating" or (
+            primary.label in FAILURES and not found["slow"].evidence.get("still_improving"))):
+        found.pop("slow")  # a bouncing loss's trend, or "no progress" the primary explains
     evidence: dict[str, Any] = {}
     for f in found.values():
-        evidence.update(f.evidence)
-    return Verdict(primary.label, tuple(found), evidence, primary.explanation)
+        if f is not primary:
+            evidence.update(f.evidence)
+    evidence.update(primary.evidence)
+    others = [f.summary or f.label for f in found.values() if f is not primary]
+    text = primary.explanation
+    if others:
+        text += " Also: " + "; ".join(others) + "."
+    labels = (primary.label, *(n for n in found if n != primary.label))
+    return Verdict(primary.label, labels, evidence, text)
 
 
 def judge_all(views: Sequence[RunView]) -> dict[int, Verdict]:
@@ -159,49 +823,113 @@ def judge_all(views: Sequence[RunView]) -> dict[int, Verdict]:
 
 # ----------------------------------------------------------------------------- recommendation
 
+GOOD_LABELS = ("converged", "overfitting")
+"""Labels that count as *converged* for the recommended lr range: the training loss fell and
+levelled off (an overfitting run trained; its validation loss is judged by the best-lr
+choice)."""
+
 
 @dataclass(frozen=True)
 class Recommendation:
+    """`best_lr`: validation-based choice (None when no lr trained for most seeds);
+    `lr_range`: (lowest, highest) lr at which every seed converged (else where most seeds
+    did; None when no lr managed that); `at_edge`: the best lr is the smallest or largest one
+    swept; `converged_share` / `learned_share`: per lr, the share of seeds that converged /
+    whose training loss fell by at least LEARN_MIN_DROP."""
+
     best_lr: float | None
     lr_range: tuple[float, float] | None
     metric: str
     at_edge: bool
     text: str
+    converged_share: dict[float, float] = field(default_factory=dict)
+    learned_share: dict[float, float] = field(default_factory=dict)
 
 
-def recommend(views: Sequence[RunView], verdicts: dict[int, Verdict]) -> Recommendation:
-    """Best lr by median final validation loss over seeds (training loss without a val set),
-    and the range of lrs where every seed converged. Only compares lrs within the group of runs
-    given (call it per optimizer/preprocess combination)."""
+def _learned(v: RunView) -> bool:
+    if v.status != "ok":
+        return False
+    return _Run.of(v).learned()
+
+
+def recommend(views: Sequence[RunView], verdicts: Mapping[int, Verdict]) -> Recommendation:
+    """Validation-based selection over a group of runs that differ only in lr (and seed).
+
+    The best lr has the lowest median final validation loss over its seeds (training loss
+    without a validation set; a diverged seed counts as infinitely bad), among the lrs at
+    which most seeds learned (a median over seeds that mostly never moved compares constant
+    guesses, not learning rates). The range is where every seed converged, else where most
+    did. A best lr at the smallest or largest lr swept gets a warning: the optimum may lie
+    outside the range.
+    """
     by_lr: dict[float, list[RunView]] = {}
     for v in views:
         lr = v.swept.get("lr")
-        if isinstance(lr, (int, float)):
+        if _finite(lr):
             by_lr.setdefault(float(lr), []).append(v)
     if not by_lr:
         return Recommendation(None, None, "", False, "No learning rate axis was swept.")
     has_val = any(_clean(v.history.get("val_loss")) for v in views)
     metric = "val_loss" if has_val else "train_loss"
-    scores: dict[float, float] = {}
+    what = "validation" if has_val else "training"
+
+    def median(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+    scores, accs, conv, learned = {}, {}, {}, {}
     for lr, vs in by_lr.items():
-        finals = [(_clean(v.history.get(metric)) or [math.inf])[-1] if v.status == "ok"
-                  else math.inf for v in vs]
-        finals.sort()
-        scores[lr] = finals[len(finals) // 2]
+        scores[lr] = median([(_clean(v.history.get(metric)) or [math.inf])[-1]
+                             if v.status == "ok" else math.inf for v in vs])
+        accs[lr] = median([(_clean(v.history.get("val_acc" if has_val else "train_acc"))
+                            or [0.0])[-1] if v.status == "ok" else 0.0 for v in vs])
+        conv[lr] = sum(verdicts[v.member].label in GOOD_LABELS for v in vs) / len(vs)
+        learned[lr] = sum(_learned(v) for v in vs) / len(vs)
     lrs = sorted(by_lr)
-    good = [lr for lr in lrs if all(verdicts[v.member].label == "converged" for v in by_lr[lr])]
-    finite = {lr: s for lr, s in scores.items() if math.isfinite(s)}
-    if not finite:
-        return Recommendation(None, None, metric, False,
-                              "No learning rate trained without diverging.")
-    best = min(finite, key=lambda lr: finite[lr])
-    at_edge = len(lrs) > 1 and best in (lrs[0], lrs[-1])
-    rng = (min(good), max(good)) if good else None
-    text = f"Best lr {best:g} by median final {metric.replace('_', ' ')} ({finite[best]:.4g})."
-    if rng:
+    n = len(by_lr[lrs[0]])
+    seeds = f"{n} seed{'s' if n > 1 else ''}"
+
+    def frac(share: float, k: int) -> str:
+        return f"{round(share * k)}/{k}"
+
+    every = [lr for lr in lrs if conv[lr] == 1.0]
+    most = [lr for lr in lrs if conv[lr] > 0.5]
+    rng = (min(every), max(every)) if every else (min(most), max(most)) if most else None
+    cands = {lr: scores[lr] for lr in lrs if learned[lr] > 0.5 and math.isfinite(scores[lr])}
+    if cands:
+        best: float | None = min(cands, key=lambda lr: cands[lr])
+        k = len(by_lr[best])
+        text = (f"Best lr {best:g}: the lowest median final {what} loss over {seeds} "
+                f"({cands[best]:.4g}, median {what} accuracy {accs[best]:.3f}; "
+                f"{frac(learned[best], k)} seeds learned, {frac(conv[best], k)} converged).")
+        at_edge = len(lrs) > 1 and best in (lrs[0], lrs[-1])
+    else:
+        best, at_edge = None, False
+        tried = [lr for lr in lrs if learned[lr] > 0]
+        text = f"No lr trained for most of its {seeds}."
+        if tried:
+            text += " Seeds that learned: " + ", ".join(
+                f"lr {lr:g} {frac(learned[lr], len(by_lr[lr]))}" for lr in tried) + "."
+            top = max(tried, key=lambda lr: (learned[lr], -scores[lr]))
+            at_edge = len(lrs) > 1 and top in (lrs[0], lrs[-1])
+            if at_edge:
+                side = "smallest" if top == lrs[0] else "largest"
+                text += (f" The most successful lr ({top:g}) is the {side} one swept: extend "
+                         "the sweep in that direction.")
+    if every:
         text += f" Every seed converged for lr in [{rng[0]:g}, {rng[1]:g}]."
-    if at_edge:
+    elif most:
+        text += (f" No lr converged for every seed; most seeds converged for lr in "
+                 f"[{rng[0]:g}, {rng[1]:g}].")
+    elif best is not None:
+        text += " No lr converged for most seeds within the epochs given."
+    if best is not None and at_edge:
         side = "smallest" if best == lrs[0] else "largest"
         text += (f" Warning: the best lr is the {side} one swept; the optimum may lie outside "
                  "the range, so extend the sweep.")
-    return Recommendation(best, rng, metric, at_edge, text)
+    stuck = sum(verdicts[v.member].label in ("collapsed", "dead_relu") for v in views)
+    if stuck * 2 >= len(views):
+        text += (f" {stuck} of {len(views)} runs ended predicting one class or with a dead "
+                 "layer: here the initialisation (or input scaling) matters more than the lr "
+                 "(`lrlab explain` says why).")
+    return Recommendation(best, rng, metric, at_edge, text, conv, learned)

@@ -1,0 +1,368 @@
+"""Per-epoch measurements of what training is doing inside the net (the evidence for verdicts).
+
+Every probe is an `engine.EpochHook`: it gets an `EpochContext` (the active members' weights,
+the weights at the previous record, the lr of the last step and a fixed probe batch, of which
+the probes use PROBE_SAMPLES) and returns `{metric name: Tensor[K_active]}`. Probes run once
+per epoch on that batch, never per step, are batched over members (no Python loop over
+members) and never modify the weights.
+
+Metric names (l = 1..L numbers the weight layers; layer L is the output layer, layer l < L is
+the l-th hidden layer):
+
+- `grad_norm_l{l}`: Frobenius norm of dLoss/dW_l on the probe batch; `grad_norm`: the global
+  norm over all parameters (weights and biases).
+- `update_ratio_l{l}`: ||W_l - W_l(previous record)|| / ||W_l(previous record)||, how far the
+  last epoch moved the layer relative to its size (absent at epoch 0).
+- `weight_norm_l{l}`: ||W_l|| (Frobenius).
+- `dead_frac_l{l}` (relu/leaky_relu hidden layers): share of the layer's units whose
+  pre-activation is <= 0 for every probe sample (a dead ReLU passes no gradient to its
+  weights, so nothing revives it); `dead_frac`: over all hidden units.
+- `sat_frac_l{l}` (sigmoid/tanh hidden layers, and the output layer L when the output is
+  sigmoid or quadratic): share of the layer's (unit, sample) pre-activations with
+  abs(z) > SAT_THRESHOLD; `sat_frac`: over all those layers.
+- `top_class_share`: share of the probe batch predicted as the most-predicted class (1.0: the
+  net answers one class whatever the input); `majority_share`: share of the most frequent true
+  class in the probe batch (the accuracy of always answering that class).
+- `output_spread`: std over the probe batch of the output pre-activations, mean over output
+  units: how much the output depends on the input at all.
+- `sharpness`: top eigenvalue of the Hessian of the probe-batch training loss w.r.t. all
+  parameters (power iteration on Hessian-vector products) at `sharpness_epochs`, absent
+  (None) at the other epochs.
+
+The 2/lr stability line is drawn at report time: plain gradient descent on a quadratic with
+curvature `sharpness` is unstable when lr > 2 / sharpness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lrlab import nets
+from lrlab.engine import EpochContext, EpochHook
+from lrlab.spec import Spec, members
+
+Tensor = torch.Tensor
+
+DEAD_ACTIVATIONS = ("relu", "leaky_relu")
+"""Hidden activations whose units can die: relu (gradient exactly 0 for z <= 0) and
+leaky_relu (gradient 0.01 there, so a 'dead' leaky unit learns 100x slower, not never)."""
+
+SAT_THRESHOLD = {"sigmoid": 4.0, "tanh": 2.0}
+"""abs(z) beyond which a sigmoid/tanh unit counts as saturated. Both thresholds put the
+derivative at about 7% of its peak: sigmoid'(4) = 0.0177 (peak 0.25 at z = 0) and
+tanh'(2) = 0.0707 (peak 1). Backpropagation multiplies the gradient by this derivative, so a
+saturated unit passes on less than a fourteenth of what it would pass at its centre, and a
+layer of them (or a chain of two) starves every layer below it (Nielsen, ch. 3 and 5)."""
+SAT_OUTPUTS = ("sigmoid", "quadratic")
+"""Output kinds whose output units are sigmoids (threshold SAT_THRESHOLD['sigmoid'])."""
+
+PROBE_SAMPLES = 128
+"""The probes use at most this many samples of the engine's probe batch (its first 512
+training samples), taken with an even stride so that a class-sorted training set still shows
+every class. 128 samples see every class of the built-in sets many times over, and keep the
+probe pass (one forward + backward per epoch, shared by the gradient and activity probes)
+near two training steps of batch 64: at these widths every op's cost grows with the batch."""
+
+SHARPNESS_BASE = (1, 2, 5)
+"""Sharpness is measured at epoch 0, at every epoch 1, 2, 5, 10, 20, 50, 100, 200, 500, ...,
+and at the last epoch of every phase: dense early, where the edge-of-stability dynamics and the
+catapult of a too-large lr happen (the curvature changes most in the first epochs), sparse
+later. Each measurement costs SHARPNESS_ITERS Hessian-vector products on the probe batch."""
+SHARPNESS_ITERS = 10
+"""Power-iteration steps per sharpness measurement (at most; it stops earlier once every
+member's estimate changes by less than SHARPNESS_TOL relative between steps). The Rayleigh
+quotient approaches the top eigenvalue from below; on the blobs nets 10 steps land within
+about 5% of an 80-step estimate (the top of the spectrum is nearly degenerate there: the
+output biases' softmax curvature), which is ample for a comparison with 2/lr."""
+SHARPNESS_TOL = 1e-2
+"""1%: far finer than the factor-of-two questions the 2/lr line answers (is lr above or below
+the limit?), and it lets the iteration stop early once every member has settled."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def probe_batch(x: Tensor, y: Tensor, n: int = PROBE_SAMPLES) -> tuple[Tensor, Tensor]:
+    """At most n samples of (x, y), evenly strided: the batch every probe uses."""
+    step = max(1, -(-x.shape[0] // n))
+    return x[::step], y[::step]
+
+
+def _norms(ts: Sequence[Tensor]) -> Tensor:
+    """Per-member Frobenius norm over a list of [K, ...] tensors: [K]."""
+    if len(ts) == 1:
+        return torch.linalg.vector_norm(ts[0].flatten(1), dim=1)
+    return torch.linalg.vector_norm(torch.cat([t.flatten(1) for t in ts], 1), dim=1)
+
+
+def _probe(name: str) -> Callable[[EpochHook], EpochHook]:
+    def deco(fn: EpochHook) -> EpochHook:
+        fn.__name__ = name  # the engine names a failing probe by this
+        return fn
+    return deco
+
+
+# ----------------------------------------------------------------------------- sharpness
+
+
+def top_eigenvalue(hvp: Callable[[Tensor], Tensor], v0: Tensor, iters: int = SHARPNESS_ITERS,
+                   tol: float = SHARPNESS_TOL) -> Tensor:
+    """Largest (algebraic) eigenvalue of K independent symmetric matrices: [K].
+
+    `hvp(v)` maps v: [K, N] to [H_1 v_1, ..., H_K v_K]: [K, N] (members never mix). Power
+    iteration finds each member's eigenvalue of largest magnitude; where that is negative (at a
+    saddle, where negative curvature can dominate), a second power iteration on the shifted
+    matrix H - lambda I (all its eigenvalues >= 0) finds lambda_max - lambda. Each stage stops
+    when every member's Rayleigh quotient changed by less than `tol` (relative) in one step,
+    or after `iters` steps. A member whose Hessian is zero gets 0.
+    """
+    lam = _power(hvp, v0, v0.new_zeros(v0.shape[0]), iters, tol)
+    if bool((lam < 0).any()):
+        shift = lam.clamp(max=0)
+        lam = _power(hvp, v0, shift, iters, tol) + shift
+    return lam
+
+
+def _power(hvp: Callable[[Tensor], Tensor], v0: Tensor, shift: Tensor, iters: int,
+           tol: float) -> Tensor:
+    """Power iteration on H - shift I per member; returns each member's Rayleigh quotient
+    from the step at which it settled (its own tolerance test, never its cohort's, so a
+    member's estimate does not depend on the members it is batched with)."""
+    tiny = torch.finfo(v0.dtype).tiny
+    v = v0 / torch.linalg.vector_norm(v0, dim=1, keepdim=True).clamp_min(tiny)  # [K, N]
+    lam = torch.zeros_like(shift)
+    done = torch.zeros_like(shift, dtype=torch.bool)
+    for i in range(max(1, iters)):
+        hv = hvp(v) - shift[:, None] * v
+        new = (v * hv).sum(1)  # Rayleigh quotient (v has unit norm)
+        v = hv / torch.linalg.vector_norm(hv, dim=1, keepdim=True).clamp_min(tiny)
+        settled = (new - lam).abs() <= tol * new.abs() if i > 0 else done
+        lam = torch.where(done, lam, new)
+        done = done | settled
+        if bool(done.all()):
+            break
+    return torch.nan_to_num(lam, nan=0.0)
+
+
+def hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor],
+                iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL) -> Tensor:
+    """Top Hessian eigenvalue of K independent losses: `loss(params) -> [K]`, member k's loss
+    depending only on member k's slice of `params` (a list of [K, ...] tensors): [K].
+
+    One double-backward graph serves all members: the gradient of sum_k loss_k is the stack of
+    the members' gradients, and its vector-Jacobian product with a stacked v is the stack of
+    the members' Hessian-vector products H_k v_k. The start vector is the same fixed
+    pseudo-random direction for every member, so a member's estimate does not depend on its
+    cohort. `params` are not modified.
+    """
+    K = params[0].shape[0]
+    sizes = [p[0].numel() for p in params]
+    with torch.enable_grad():
+        ps = [p.detach().requires_grad_(True) for p in params]
+        g = torch.autograd.grad(loss(ps).sum(), ps, create_graph=True)
+        gen = torch.Generator().manual_seed(0x5A1)
+        v0 = torch.randn(sum(sizes), generator=gen, dtype=torch.float64)
+        v0 = v0.to(device=ps[0].device, dtype=ps[0].dtype).expand(K, -1)
+
+        def hvp(v: Tensor) -> Tensor:
+            parts = [c.reshape(p.shape) for c, p in zip(torch.split(v, sizes, dim=1), ps)]
+            hv = torch.autograd.grad(g, ps, grad_outputs=parts, retain_graph=True,
+                                     allow_unused=True)
+            return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(K, -1)
+                              for h, p in zip(hv, ps)], 1).detach()
+
+        return top_eigenvalue(hvp, v0, iters, tol).detach()
+
+
+def sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch,
+              iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL) -> Tensor:
+    """Top eigenvalue of the Hessian of each member's mean training loss on (x, y): [K]."""
+
+    def loss(ps: list[Tensor]) -> Tensor:
+        z, _ = nets.forward(ps, x, arch)
+        return nets.loss_terms(z, y, arch)[0].mean(1)
+
+    return hessian_top(loss, params, iters, tol)
+
+
+def sharpness_epochs(ends: Iterable[int], base: Sequence[int] = SHARPNESS_BASE) -> frozenset[int]:
+    """Epoch 0, 1-2-5 x 10^k up to the last end, and every end (last epoch of each phase)."""
+    ends = sorted(set(int(e) for e in ends))
+    last = ends[-1] if ends else 0
+    out = {0, *ends}
+    k = 0
+    while 10**k <= max(last, 1):
+        out.update(b * 10**k for b in base if b * 10**k <= last)
+        k += 1
+    return frozenset(out)
+
+
+def phase_ends(spec: Spec) -> set[int]:
+    """The last epoch of every phase, for every member of the spec (epochs count across
+    phases, as the engine records them)."""
+    ends: set[int] = set()
+    for m in members(spec):
+        e = 0
+        for t in (m.train, *m.phases):
+            e += t.epochs
+            ends.add(e)
+    return ends
+
+
+# ----------------------------------------------------------------------------- the probes
+
+
+@dataclass
+class _Pass:
+    """One forward + backward on the probe batch, shared by the gradient and activity probes."""
+
+    ctx: EpochContext
+    y: Tensor  # [P] labels of the probe batch
+    z_out: Tensor  # [K, P, C] output pre-activations
+    hidden: list[tuple[Tensor, Tensor]]  # per hidden layer (z, act(z)), [K, P, width] each
+    grads: list[Tensor]  # like params
+
+
+def _probe_pass(ctx: EpochContext, memo: list[_Pass] | None = None) -> _Pass:
+    """The probe batch's forward and backward. With a `memo` shared by several hooks it is
+    computed once per record point (the hooks of one record point get the same context)."""
+    if memo and memo[0].ctx is ctx:
+        return memo[0]
+    x, y = probe_batch(ctx.x_probe, ctx.y_probe)
+    with torch.no_grad():
+        z, cache = nets.forward(ctx.params, x, ctx.arch, keep=True)
+        grads = _backward(ctx.params, cache, z, y, ctx.arch)
+    pas = _Pass(ctx, y, z, [(zl, al) for _, zl, al in cache[:-1]], grads)
+    if memo is not None:
+        memo[:] = [pas]
+    return pas
+
+
+def _backward(params: Sequence[Tensor], cache: list[tuple[Tensor, Tensor, Tensor]], z: Tensor,
+              y: Tensor, arch: nets.Arch) -> list[Tensor]:
+    """dLoss/dparams from a kept forward: the backward of `nets.loss_and_grads`, written here
+    so that the probes reuse the forward pass they need anyway (tests check it against
+    autograd)."""
+    dz = nets.loss_terms(z, y, arch)[2] * (1.0 / z.shape[1])  # the loss is a batch mean
+    grads: list[Tensor] = [torch.empty(0)] * len(params)
+    for i in range(arch.n_layers - 1, -1, -1):
+        h_in, zl, al = cache[i]
+        if i < arch.n_layers - 1:
+            g = nets.act_grad(arch.activation, zl, al)
+            if g is not None:
+                dz = dz * g
+        # h_in: [P, fi] shared (layer 1) or [K, P, fi]; dz: [K, P, fo]
+        grads[2 * i] = torch.matmul(h_in.t(), dz) if h_in.dim() == 2 else \
+            torch.bmm(h_in.transpose(1, 2), dz)
+        grads[2 * i + 1] = dz.sum(1, keepdim=True)
+        if i > 0:
+            dz = torch.bmm(dz, params[2 * i].transpose(1, 2))
+    return grads
+
+
+@_probe("gradients")
+def gradient_probes(ctx: EpochContext, memo: list[_Pass] | None = None) -> dict[str, Tensor]:
+    """grad_norm_l{l} (weights of layer l) and grad_norm (all parameters) on the probe batch."""
+    grads = _probe_pass(ctx, memo).grads
+    out = {f"grad_norm_l{i + 1}": _norms([grads[2 * i]]) for i in range(ctx.arch.n_layers)}
+    out["grad_norm"] = _norms(grads)
+    return out
+
+
+@_probe("weights")
+def weight_probes(ctx: EpochContext) -> dict[str, Tensor]:
+    """weight_norm_l{l}, and update_ratio_l{l} against the previous record (not at epoch 0)."""
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for i in range(ctx.arch.n_layers):
+            w = ctx.params[2 * i]
+            out[f"weight_norm_l{i + 1}"] = _norms([w])
+            if ctx.prev_params is not None:
+                prev = ctx.prev_params[2 * i]
+                out[f"update_ratio_l{i + 1}"] = _norms([w - prev]) / _norms([prev])
+    return out
+
+
+@_probe("activity")
+def activity_probes(ctx: EpochContext, memo: list[_Pass] | None = None) -> dict[str, Tensor]:
+    """Dead and saturated units, predicted-class shares and output spread on the probe batch."""
+    arch = ctx.arch
+    pas = _probe_pass(ctx, memo)
+    z_out, y = pas.z_out, pas.y
+    with torch.no_grad():
+        out: dict[str, Tensor] = {}
+        dead_n, dead_units = 0, 0
+        sat_sum, sat_n = 0, 0
+        for i, (z, a) in enumerate(pas.hidden):  # z, a: [K, P, width]
+            if arch.activation in DEAD_ACTIVATIONS:
+                # dead: z <= 0 for every sample <=> the sum of relu(z) over the samples is 0
+                # (a sum of non-negative floats is 0 only if every term is; and it is far
+                # cheaper than a max over the middle axis)
+                pos = a if arch.activation == "relu" else z.clamp_min(0)
+                dead = (pos.sum(1) == 0).sum(1)  # [K]
+                out[f"dead_frac_l{i + 1}"] = dead / z.shape[2]
+                dead_n = dead_n + dead
+                dead_units += z.shape[2]
+            elif arch.activation in SAT_THRESHOLD:
+                sat = (z.abs() > SAT_THRESHOLD[arch.activation]).flatten(1).sum(1)
+                out[f"sat_frac_l{i + 1}"] = sat / (z.shape[1] * z.shape[2])
+                sat_sum = sat_sum + sat
+                sat_n += z.shape[1] * z.shape[2]
+        if arch.output in SAT_OUTPUTS:
+            sat = (z_out.abs() > SAT_THRESHOLD["sigmoid"]).flatten(1).sum(1)
+            out[f"sat_frac_l{arch.n_layers}"] = sat / (z_out.shape[1] * z_out.shape[2])
+            sat_sum = sat_sum + sat
+            sat_n += z_out.shape[1] * z_out.shape[2]
+        if dead_units:
+            out["dead_frac"] = dead_n / dead_units
+        if sat_n:
+            out["sat_frac"] = sat_sum / sat_n
+        K, P, C = z_out.shape
+        pred = (z_out[..., 0] > 0).long() if C == 1 else z_out.argmax(-1)  # [K, P]
+        counts = z_out.new_zeros(K, max(2, C)).scatter_add_(1, pred, z_out.new_ones(K, P))
+        out["top_class_share"] = counts.amax(1) / P
+        labels = y.tolist()
+        out["majority_share"] = z_out.new_full((K,), max(map(labels.count, set(labels))) / P)
+        dev = z_out - z_out.mean(1, keepdim=True)
+        out["output_spread"] = dev.pow(2).sum(1).div(max(P - 1, 1)).sqrt().mean(1)
+    return out
+
+
+def sharpness_probe(epochs: Iterable[int], iters: int = SHARPNESS_ITERS,
+                    tol: float = SHARPNESS_TOL) -> EpochHook:
+    """A hook measuring `sharpness` at the given epochs only (absent elsewhere)."""
+    at = frozenset(epochs)
+
+    @_probe("sharpness")
+    def probe(ctx: EpochContext) -> dict[str, Tensor]:
+        if ctx.epoch not in at:
+            return {}
+        x, y = probe_batch(ctx.x_probe, ctx.y_probe)
+        lam = sharpness(ctx.params, x, y, ctx.arch, iters, tol)
+        return {"sharpness": torch.where(torch.isfinite(lam), lam,
+                                         torch.full_like(lam, math.nan))}
+
+    return probe
+
+
+def hooks(spec: Spec) -> list[EpochHook]:
+    """The probes a sweep of this spec records (runner.default_hooks calls this)."""
+    memo: list[_Pass] = []  # gradients and activity share one forward + backward
+
+    @_probe("gradients")
+    def gradients(ctx: EpochContext) -> dict[str, Tensor]:
+        return gradient_probes(ctx, memo)
+
+    @_probe("activity")
+    def activity(ctx: EpochContext) -> dict[str, Tensor]:
+        try:
+            return activity_probes(ctx, memo)
+        finally:
+            memo.clear()  # hold no tensors between record points
+
+    return [gradients, weight_probes, activity,
+            sharpness_probe(sharpness_epochs(phase_ends(spec)))]
