@@ -425,10 +425,13 @@ def explain(
 @app.command()
 def resume(
     directory: Annotated[Path, typer.Argument(help="experiment folder")],
+    backend: Annotated[str | None, opt("local|ray (default: as the sweep was started)")] = None,
+    address: Annotated[str | None, opt("Ray cluster HOST:PORT")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Finish an interrupted sweep: run only the cohorts not yet committed."""
+    """Finish an interrupted sweep: run only the cohorts not yet committed, as they were."""
     from lrlab import runner
+    from lrlab import spec as spec_mod
     from lrlab.store import Store
 
     try:
@@ -436,7 +439,12 @@ def resume(
         store = Store.open(directory)
         command = store.meta().get("command", "")
         store.close()
-        run_sweep(res.spec, directory, command, quiet)
+        spec = res.spec
+        if backend is not None or address is not None:  # both replace the stored ones
+            b = backend or ("ray" if address else spec.run.backend)
+            spec = spec_mod.from_dict({"run": {"backend": b, "address": address}}, spec)
+            spec_mod.validate(spec)
+        run_sweep(spec, directory, command, quiet)
     except LrlabError as exc:
         raise fail(exc) from None
 
@@ -460,18 +468,33 @@ _commands.register()
 
 
 def main() -> None:
-    """Console entry point: bad input is one line and exit code 2; a crash is exit code 1."""
+    """Console entry point: bad input (a flag, a spec, a file) is one line on stderr and exit
+    code 2; a failure while running is exit code 1; Ctrl-C is 130."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except LrlabError as exc:  # pragma: no cover - commands catch their own
         sys.stderr.write(f"lrlab: error: {exc}\n")
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("lrlab: interrupted; `lrlab resume DIR` finishes the sweep")
-        sys.exit(130)
-    except Exception as exc:  # a failure while running
-        sys.stderr.write(f"lrlab: failed: {type(exc).__name__}: {exc}\n")
+        _interrupted()
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # typer's wrapper of KeyboardInterrupt
+            _interrupted()
+        if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):
+            message = " ".join(exc.format_message().split())  # a usage error, as one line
+            ctx = getattr(exc, "ctx", None)
+            sub = f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else ""
+            if message:  # (an empty one: `lrlab` alone, whose help is already printed)
+                sys.stderr.write(f"lrlab: error: {message} (see `lrlab{sub} --help`)\n")
+            sys.exit(2)
+        sys.stderr.write(f"lrlab: failed: {type(exc).__name__}: {exc}\n")  # while running
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted() -> None:
+    err.print("lrlab: interrupted; `lrlab resume DIR` finishes the sweep")
+    sys.exit(130)
 
 
 if __name__ == "__main__":

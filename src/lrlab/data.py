@@ -308,8 +308,9 @@ def _read_frame(path: Path, prefix: str):
 
     try:
         if prefix == "csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+            df = pd.read_csv(path)
+        else:
+            return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise _file_error(path, "is empty", "a CSV file needs a header row and data rows") from None
     except pd.errors.ParserError as exc:
@@ -324,6 +325,11 @@ def _read_frame(path: Path, prefix: str):
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _file_error(path, f"cannot be read as {prefix.upper()} ({msg})",
                           f"a valid {prefix.upper()} file") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas made a row's extra fields an index
+        raise _file_error(path, "has rows with more fields than its header row",
+                          "one header row, then one row per sample with the same number of "
+                          "fields")
+    return df
 
 
 def _table(source: str, path: Path, prefix: str, label_column: str | None) -> _Raw:
@@ -357,8 +363,8 @@ def _numeric_features(frame, path: Path) -> np.ndarray:
             frame[col]
         ):
             coerced = pd.to_numeric(frame[col], errors="coerce")
-            bad = frame[col][coerced.isna() & frame[col].notna()]
-            example = (f" (data row {int(bad.index[0]) + 1} holds {bad.iloc[0]!r})"
+            bad = np.flatnonzero((coerced.isna() & frame[col].notna()).to_numpy())
+            example = (f" (data row {int(bad[0]) + 1} holds {frame[col].iloc[bad[0]]!r})"
                        if len(bad) else "")
             raise _file_error(path, f"feature column {col!r} is not numeric{example}",
                               "every column except the label must hold numbers")
