@@ -401,7 +401,7 @@ class Stack:
         """Keep only members `idx` (compaction after a divergence)."""
         self.flat = self.layout(self.flat.index_select(0, idx))
         self.params = self._views()
-        if self.kernel is not None:
+        if self.kernel is not None and self.flat.shape[0]:  # none left: every member diverged
             self.kernel.check(self.flat, self.x, self.y)
         self.order = self._xe = self._ye = None
 
