@@ -263,7 +263,23 @@ def test_sections_degrade_without_lr_axis_2d_data_or_probes(iris):
     assert "The learning rate was not swept" in html
     assert "decision regions are drawn for 2-D inputs, and this data has 4" in html
     assert "No probe measurements were recorded" in html
-    assert "optimizer=adam" in html and "Not recorded" in html  # peak memory
+    assert "optimizer=adam" in html
+
+
+def test_peak_memory_per_cohort_or_not_recorded(iris, tmp_path):
+    exp = report.load_experiment(iris)
+    exp.peak_rss_mb = {}
+    assert "Not recorded" in report.sec_measurements(exp, tmp_path)
+    ids = [r["id"] for r in exp.recs]
+    exp.peak_rss_mb = {i: 100.0 + i for i in ids}  # what the runner stores per member
+    mem = report.peak_memory(exp)
+    by_cohort: dict[int, float] = {}
+    for i in ids:
+        c = exp.cohort_of[i]
+        by_cohort[c] = max(by_cohort.get(c, 0.0), 100.0 + i)
+    assert [v / 2**20 for _, v in mem] == pytest.approx([by_cohort[c] for c in sorted(by_cohort)])
+    html = report.sec_measurements(exp, tmp_path)
+    assert "Not recorded" not in html and "peak memory (MiB)" in html
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -204,6 +204,7 @@ class Experiment:
     recs: list[dict[str, Any]]
     cohort_of: dict[int, int]
     spec: Any = None  # lrlab.spec.Spec, None when the stored spec no longer resolves
+    peak_rss_mb: dict[int, float] = field(default_factory=dict)  # member -> its cohort's peak
     spec_error: str = ""
     _members: dict[int, Any] = field(default_factory=dict)
     _data: dict[Any, Any] = field(default_factory=dict)
@@ -250,10 +251,13 @@ def load_experiment(directory: str | Path) -> Experiment:
     store = Store.open(d)
     try:
         meta = store.meta()
-        cohort_of = {m["id"]: m["cohort"] for m in store.members()}
+        rows = store.members()
     finally:
         store.close()
+    cohort_of = {m["id"]: m["cohort"] for m in rows}
     exp = Experiment(d, meta, records(d), cohort_of)
+    exp.peak_rss_mb = {m["id"]: float(m["peak_rss_mb"]) for m in rows
+                       if m.get("peak_rss_mb") is not None}  # recorded by newer runners
     try:
         from lrlab import spec as spec_mod
 
@@ -579,9 +583,22 @@ def measurements(exp: Experiment) -> Measurements:
 
 
 def peak_memory(exp: Experiment) -> list[tuple[str, float]]:
-    """Peak memory in bytes wherever the runner recorded it: a meta key with 'peak' and 'mem'
+    """Peak memory in bytes wherever the runner recorded it: the peak resident memory of the
+    process while each cohort ran (members' `peak_rss_mb`), a meta key with 'peak' and 'mem'
     in its name (a number, or JSON {cohort: bytes}), or a per-member metric of that kind."""
     out: list[tuple[str, float]] = []
+    by_cohort: dict[int, list[dict[str, Any]]] = {}
+    for r in exp.recs:
+        if r["id"] in exp.peak_rss_mb:
+            by_cohort.setdefault(exp.cohort_of.get(r["id"], -1), []).append(r)
+    for c, rs in sorted(by_cohort.items()):
+        lines = list(dict.fromkeys(line_key(r["member"]) for r in rs))
+        lrs = sorted({lr for r in rs if (lr := lr_of(r["member"])) is not None})
+        what = "; ".join(lines[:3]) + (" …" if len(lines) > 3 else "")
+        if lrs:
+            what += f", lr {lrs[0]:g}" + (f"–{lrs[-1]:g}" if len(lrs) > 1 else "")
+        peak = max(exp.peak_rss_mb[r["id"]] for r in rs)
+        out.append((f"cohort {c} ({len(rs)} runs: {what})", peak * 2**20))
     for k, v in sorted(exp.meta.items()):
         if "peak" in k and "mem" in k:
             try:
@@ -1795,7 +1812,10 @@ def sec_measurements(exp: Experiment, d: Path) -> str:
     if m.memory:
         mt = Table(["where", "peak memory (MiB)"],
                    [[Cell(k, k), cell(v / 2**20, 4)] for k, v in m.memory], numeric={1})
-        out.append(render_table(mt))
+        out.append("<p class=muted>Peak resident memory of the process that trained each "
+                   "cohort, while it ran (the members of a cohort share one process; the figure "
+                   "includes Python, torch and the data, not just the network).</p>"
+                   + render_table(mt))
     else:
         out.append("<p>Not recorded: this experiment's store holds no peak-memory measurement."
                    + _param_note(exp) + "</p>")
