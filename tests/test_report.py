@@ -361,3 +361,10 @@ def test_many_lines_stay_readable(tmp_path):
             and r["member"]["lr"] == 0.03 and r["status"] == "ok"]
     assert row[4].sort == (pytest.approx(np.median(want)) if want else None)
     assert "one panel per combination of the other swept values" in html
+
+
+def test_csv_text_never_starts_a_spreadsheet_formula(tmp_path):
+    path = tmp_path / "t.csv"
+    report._csv([["name", "x"], ["=HYPERLINK(1)", -0.5], ["-cmd", 2.0], ["lr=0.1", None]], path)
+    rows = list(csv.reader(path.open()))
+    assert rows[1:] == [["'=HYPERLINK(1)", "-0.5"], ["'-cmd", "2"], ["lr=0.1", ""]]

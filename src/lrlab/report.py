@@ -1373,12 +1373,24 @@ def _png(fig: Any, path: Path) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _csv_value(v: Any) -> Any:
+    """Floats to 7 significant digits; a text cell that a spreadsheet would run as a formula
+    (starting with = + @, or - and not a number) gets a leading apostrophe."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.7g}"
+    if isinstance(v, str) and v[:1] in ("=", "+", "@", "-") and not re.fullmatch(
+            r"-?[\d.]+(e[+-]?\d+)?", v):
+        return "'" + v
+    return v
+
+
 def _csv(table: Sequence[Sequence[Any]], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         for row in table:
-            w.writerow(["" if v is None else (f"{v:.7g}" if isinstance(v, float) else v)
-                        for v in row])
+            w.writerow([_csv_value(v) for v in row])
 
 
 def _figure(f: Figure, d: Path, stem: str, alt: str, caption: str) -> str:
