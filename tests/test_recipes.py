@@ -73,6 +73,15 @@ def test_bad_recipe_name_and_flags_are_one_line_exit_2(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_mnist_recipe_without_data_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_SEARCH_PATH", (str(tmp_path / "nowhere"),))
+    out = tmp_path / "run"
+    res = _invoke(["recipes", "run", "mnist-nielsen", "--smoke", "--quiet", "--out", str(out)])
+    assert res.exit_code == 2
+    assert "no data found" in res.output and "mnist.pkl.gz" in res.output
+    assert "lrlab never downloads" in res.output and not out.exists()
+
+
 def test_flags_reach_every_phase_and_the_data():
     s = recipes.spec("mnist-break-recover", epochs=4, seeds=2, data="fashion-mnist")
     assert s.train.epochs == 4 and s.phases[0].overrides and dict(s.phases[0].overrides)[

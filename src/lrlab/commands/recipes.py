@@ -73,7 +73,8 @@ def run(
 
     try:
         extra = {"run": {"device": device}} if device else None
-        s = recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
+        # validate everything before --overwrite deletes anything
+        recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
         target = out_dir or Path("runs") / (name + ("-smoke" if smoke else ""))
         if overwrite and (target / "lrlab.sqlite").is_file():
             shutil.rmtree(target)
@@ -83,7 +84,6 @@ def run(
                                data=data, progress=bar, command=command, extra=extra)
     except LrlabError as exc:
         raise fail(exc) from None
-    assert done.result.spec == s
     out.print(summary_table(done.directory))
     print_recommendation(done.directory)
     _say("")
