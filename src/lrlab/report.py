@@ -1553,8 +1553,8 @@ def _answer_block(exp: Experiment, rec: dict[str, Any], runs: Sequence[dict[str,
         else:
             headline += " <span class=muted>· no lr had every seed converge</span>"
     else:
-        headline = _e(text or "No recommendation.")
-    rows = [row for row in verdict_rows(runs)]
+        headline = "No learning rate to recommend"
+    rows = verdict_rows(runs)
     per_lr = []
     chips = []
     for row in rows:
@@ -1574,7 +1574,7 @@ def _answer_block(exp: Experiment, rec: dict[str, Any], runs: Sequence[dict[str,
         chips.append(_chip(row["label"], share, is_best, title=f"{name}: {row['summary']}",
                            lead=f"{name} · "))
     n_seeds = max((row["seeds"] for row in rows), default=0)
-    evidence = (text + " " if best is not None and text else "") + (
+    evidence = (text + " " if text else "") + (
         f"Per learning rate (median over {n_seeds} seed{'s' if n_seeds != 1 else ''}): "
         + "; ".join(per_lr) + "." if per_lr else "")
     group = (f"<p class=group>{_e(prefix)}{_e(rec.get('group', ''))}</p>"
