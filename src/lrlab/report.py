@@ -857,8 +857,12 @@ def fig_lr_outcome(lines: Lines, facet: bool = True) -> Figure | None:
 
 def _grid_positions(lines: Sequence[tuple[str, Sequence[Any]]], max_cols: int = 5
                     ) -> tuple[int, int, list[list[tuple[int, int]]]]:
-    """Panel positions: one row per line when each line fits in a row, else wrapped."""
+    """Panel positions: one row per line when each line fits in a row, else wrapped; a single
+    line of 4 to 6 panels as two rows (seed 004's 2x2 grid)."""
     widest = max(len(items) for _, items in lines)
+    if len(lines) == 1 and 4 <= widest <= 6:
+        cols = math.ceil(widest / 2)
+        return 2, cols, [[(j // cols, j % cols) for j in range(widest)]]
     if widest <= max_cols + 1 and len(lines) <= 6:
         cols = widest
         pos = [[(i, j) for j in range(len(items))] for i, (_, items) in enumerate(lines)]
@@ -883,7 +887,7 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
         by_line.setdefault(line_key(g[0]["member"]), []).append(g)
     lines = list(by_line.items())
     rows, cols, pos = _grid_positions(lines)
-    w = min(FIG_WIDTH, 2.9 * cols + 0.8)
+    w = min(FIG_WIDTH, (3.8 if cols <= 3 else 2.9) * cols + 0.8)
     fig, axes = plt.subplots(rows, cols, figsize=(w, 2.35 * rows + 0.5), sharex=True,
                              sharey=True, squeeze=False)
     used = set()
@@ -946,8 +950,9 @@ def fig_curves(recs: Sequence[dict[str, Any]]) -> Figure:
         axes[bottom][j].set_xlabel("epoch")
         axes[bottom][j].xaxis.set_tick_params(labelbottom=True)
     handles = [plt.Line2D([], [], color=TRAIN_COLOR, label="train loss (median)"),
-               plt.Line2D([], [], color=VAL_COLOR, label="val loss (median)"),
-               plt.Line2D([], [], color="#c62828", marker="x", label="diverged run")]
+               plt.Line2D([], [], color=VAL_COLOR, label="val loss (median)")]
+    if any(r["status"] == "diverged" for r in recs):
+        handles.append(plt.Line2D([], [], color="#c62828", marker="x", label="diverged run"))
     fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False,
                bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.35 * rows + 0.5)))
