@@ -31,10 +31,12 @@ def records(directory: str | Path) -> list[dict[str, Any]]:
     """One dict per finished member, in member order."""
     store = Store.open(directory)
     try:
-        hists = store.histories()
-        verdicts = store.verdicts()
+        with store.snapshot():  # one state, even while a sweep commits cohorts
+            hists = store.histories()
+            verdicts = store.verdicts()
+            rows = store.members()
         out = []
-        for m in store.members():
+        for m in rows:
             if m["status"] is None:
                 continue
             hist = hists.get(m["id"], {"epoch": []})

@@ -492,21 +492,25 @@ MEMORY_BUDGET = 1 * 2**30
 """Bytes one cohort may use (an estimate, see `cohort_bytes`). A constant on purpose: the split
 must depend on the spec and the data's shapes only, never on the machine it runs on, so that a
 cohort keeps its members (and its numbers) wherever and whenever it runs."""
-RECORD_BYTES_PER_EPOCH = 3_000
-"""Python-side history of one member-epoch: ~20 metrics as floats in lists, and their rows when
-the cohort is committed."""
-RECORD_BYTES_PER_STEP = 64
+RECORD_BYTES_PER_METRIC = 120
+"""One member's value of one metric at one epoch, Python-side: a float in a list, and its row
+when the cohort is committed (measured: ~5 KB per member-epoch with the ~33 probe metrics)."""
+RECORD_BYTES_PER_STEP = 40
 """The per-step lr record of one member: a float in a list, then its JSON text."""
+METRICS = (10, 40)
+"""Metrics recorded per epoch without and with probes (an upper bound of what is recorded)."""
 
 
-def cohort_bytes(m: spec_mod.Member, ds: data_mod.Dataset, k: int, itemsize: int = 4) -> int:
+def cohort_bytes(m: spec_mod.Member, ds: data_mod.Dataset, k: int, itemsize: int = 4,
+                 probes: bool = True) -> int:
     """An estimate of the peak memory of a cohort of `k` members like `m` on this data.
 
     Per member: parameter-shaped tensors (weights, gradients, updates, two optimizer states,
     the previous weights for probes, the final numpy copy), a training batch's activations
-    forward and backward, the epoch's order and gathered samples (the engine gathers the
-    whole epoch only up to `engine.GATHER_BYTES` for the cohort), the train+val losses of one
-    evaluation, and the Python-side records. Per cohort: the evaluation's chunk of activations.
+    forward and backward, the epoch's order, one evaluation's losses, and the Python-side
+    records (per epoch and metric, per step). Shared: the gathered epoch samples (the engine
+    gathers a whole epoch only up to `engine.GATHER_BYTES`) and the evaluation's chunk of
+    activations (the engine caps a chunk near 2**22 values per layer).
     """
     arch = nets.arch_for(m.model, ds.X_train.shape[1], ds.n_classes)
     n, d = ds.X_train.shape
@@ -518,10 +522,13 @@ def cohort_bytes(m: spec_mod.Member, ds: data_mod.Dataset, k: int, itemsize: int
     evaluation = 2 * n_all * itemsize
     epochs = 1 + _member_epochs(m)
     steps = sum(t.epochs * steps_per_epoch(t.batch_size, n) for t in (m.train, *m.phases))
-    records = epochs * RECORD_BYTES_PER_EPOCH + steps * RECORD_BYTES_PER_STEP
+    records = (epochs * METRICS[probes] * RECORD_BYTES_PER_METRIC
+               + steps * RECORD_BYTES_PER_STEP)
     per_member = params + acts + order + evaluation + records
-    gathered = min(k * n * (d * itemsize + 8), engine.GATHER_BYTES + k * n * 8)
-    eval_chunk = 3 * (1 << 22) * arch.n_layers * itemsize
+    whole_epoch = k * n * d * itemsize
+    gathered = whole_epoch + k * n * 8 if whole_epoch <= engine.GATHER_BYTES else 0
+    rows = min(n_all, max(1, (1 << 22) // (k * max(arch.sizes))))
+    eval_chunk = 3 * k * rows * sum(arch.sizes[1:]) * itemsize
     return k * per_member + gathered + eval_chunk
 
 
@@ -538,7 +545,7 @@ def auto_chunk(s: Spec, datasets: Mapping[Any, data_mod.Dataset],
         lo, hi = 1, min(size, len(g))  # largest k in [1, hi] that fits (the estimate grows with k)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if cohort_bytes(m, ds, mid, itemsize) <= budget:
+            if cohort_bytes(m, ds, mid, itemsize, s.run.probes) <= budget:
                 lo = mid
             else:
                 hi = mid - 1

@@ -15,6 +15,7 @@ Only lrlab writes these files; weights are stored as `.npz` bytes and read back 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import sqlite3
@@ -99,6 +100,19 @@ class Store:
         with self.conn:  # BEGIN ... COMMIT, or ROLLBACK on error
             yield self.conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside the block see one state of the database, whatever a writer commits
+        meanwhile (a WAL read transaction): no member counted finished without its metrics."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.rollback()  # ends the read transaction; it wrote nothing
+
     # -- writing -------------------------------------------------------------------------
 
     def commit_runs(self, runs: Iterable[Any], *, peak_rss_mb: float | None = None,
@@ -116,9 +130,9 @@ class Store:
                 rows = []
                 hist = r.history
                 for i, ep in enumerate(hist.get("epoch", [])):
-                    for name, col in hist.items():
-                        if name != "epoch":
-                            rows.append((mid, ep, name, _finite(col[i])))
+                    for name, col in hist.items():  # an absent row reads back as None
+                        if name != "epoch" and (v := _finite(col[i])) is not None:
+                            rows.append((mid, ep, name, v))
                 c.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", rows)
                 c.executemany("INSERT OR REPLACE INTO series VALUES (?, ?, ?)",
                               [(mid, k, json.dumps(v)) for k, v in r.steps.items()])
@@ -176,11 +190,16 @@ class Store:
         return _pivot(rows)
 
     def histories(self) -> dict[int, dict[str, list[Any]]]:
-        out: dict[int, list[tuple[int, str, Any]]] = {}
-        for m, ep, name, v in self.conn.execute(
-                "SELECT member, epoch, name, value FROM metrics ORDER BY member, epoch"):
-            out.setdefault(m, []).append((ep, name, v))
-        return {m: _pivot(rows) for m, rows in out.items()}
+        """Every finished member's history, read in one pass (one member's rows at a time).
+
+        One snapshot: a sweep committing meanwhile is either wholly in it or not at all.
+        """
+        out: dict[int, dict[str, list[Any]]] = {}
+        rows = self.conn.execute(
+            "SELECT member, epoch, name, value FROM metrics ORDER BY member, epoch")
+        for m, group in itertools.groupby(rows, key=lambda r: r[0]):
+            out[m] = _pivot(r[1:] for r in group)
+        return out
 
     def series(self, member: int) -> dict[str, list[float]]:
         return {k: json.loads(v) for k, v in self.conn.execute(
