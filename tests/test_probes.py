@@ -230,9 +230,13 @@ def test_probes_never_modify_the_weights():
 # ----------------------------------------------------------------------------- in the engine
 
 
-def test_sharpness_epochs_are_dense_early_and_include_every_phase_end():
-    assert probes.sharpness_epochs([200]) == {0, 1, 2, 5, 10, 20, 50, 100, 200}
-    assert probes.sharpness_epochs([30, 60]) == {0, 1, 2, 5, 10, 20, 30, 50, 60}
+def test_probe_and_sharpness_epochs_are_dense_early_and_include_every_phase_end():
+    assert probes.sharpness_epochs([200]) == {0, 1, 3, 10, 30, 100, 200}
+    assert probes.sharpness_epochs([30, 60]) == {0, 1, 3, 10, 30, 60}
+    assert probes.probe_epochs([200]) == set(range(11)) | set(range(20, 201, 10))
+    assert probes.probe_epochs([30]) == set(range(31))
+    assert probes.probe_epochs([203]) >= probes.sharpness_epochs([203]) | {203}
+    assert len(probes.probe_epochs([5000])) <= probes.PROBE_DENSE + probes.PROBE_LATER + 12
     s = spec.resolve({"train": {"epochs": 7}, "phases": [{"epochs": 4, "lr": 0.1}]})
     assert probes.phase_ends(s) == {7, 11}
 
@@ -259,7 +263,7 @@ def test_engine_records_every_probe_and_a_member_alone_matches_its_cohort():
     assert not any(k.startswith("sat_frac") for k in h)
     assert h["update_ratio_l1"][0] is None and h["update_ratio_l1"][1] > 0
     at = [e for e, x in zip(h["epoch"], h["sharpness"]) if x is not None]
-    assert at == [0, 1, 2, 5, 6]
+    assert at == [0, 1, 3, 6]
     alone = engine.run_cohort(Cohort(0, (ms[3],)), ds, s.run, probes.hooks(s))[0].history
     for key in names:
         np.testing.assert_allclose(np.array(runs[3].history[key], dtype=float),
@@ -273,6 +277,27 @@ def test_a_failing_probe_is_reported_with_its_name_and_epoch(monkeypatch):
     def boom(*args, **kwargs):
         raise ValueError("no luck")
 
-    monkeypatch.setattr(probes, "sharpness", boom)
+    monkeypatch.setattr(probes, "_sharpness", boom)
     with pytest.raises(RuntimeError, match=r"probe 'sharpness' failed at epoch 0: no luck"):
         engine.run_cohort(Cohort(0, tuple(ms)), data.load(ms[0].data), s.run, probes.hooks(s))
+
+
+def test_sharpness_warm_starts_from_each_members_previous_eigenvector(monkeypatch):
+    arch = nets.Arch((2, 3, 3), "tanh", "softmax")
+    ctx = _ctx(arch, k=2, n=60)
+    lam, vec = probes._sharpness(ctx.params, ctx.x_probe, ctx.y_probe, arch, 3000, 1e-12, None)
+    warm = probes.sharpness(ctx.params, ctx.x_probe, ctx.y_probe, arch, iters=2, tol=0.0, v0=vec)
+    np.testing.assert_allclose(warm.numpy(), lam.numpy(), rtol=1e-8)
+    seen = []
+    real = probes._sharpness
+
+    def spy(params, x, y, arch, iters, tol, v0):
+        seen.append(v0)
+        return real(params, x, y, arch, iters, tol, v0)
+
+    monkeypatch.setattr(probes, "_sharpness", spy)
+    hook = probes.sharpness_probe([0, 3])
+    for epoch in (0, 3, 0):  # the second epoch 0 is a new cohort: a cold start again
+        hook(engine.EpochContext(epoch, arch, ctx.params, None, ctx.lr, ctx.active,
+                                 ctx.x_probe, ctx.y_probe))
+    assert seen[0] is None and seen[1] is not None and seen[2] is None

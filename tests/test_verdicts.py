@@ -147,7 +147,8 @@ def test_tiny_init_deep_relu_net_at_lr_0_001_collapses_to_one_class():
     assert ev["output_spread"] < verdicts.FLAT_SPREAD
     assert ev["weight_norms_init"] == [float(f"{h[f'weight_norm_l{i}'][0]:.3g}")
                                        for i in range(1, 6)]
-    assert ev["update_ratio_l1_total"] == _sig(sum(h["update_ratio_l1"][1:]))
+    upd = sorted(h["update_ratio_l1"][1:])
+    assert ev["update_ratio_l1_median"] == _sig(upd[len(upd) // 2]) < 1e-4
     for word in ("one class", "only", "normal:0.05", "nothing moved"):
         assert word in v.explanation
 

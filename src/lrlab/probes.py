@@ -67,17 +67,30 @@ every class. 128 samples see every class of the built-in sets many times over, a
 probe pass (one forward + backward per epoch, shared by the gradient and activity probes)
 near two training steps of batch 64: at these widths every op's cost grows with the batch."""
 
-SHARPNESS_BASE = (1, 2, 5)
-"""Sharpness is measured at epoch 0, at every epoch 1, 2, 5, 10, 20, 50, 100, 200, 500, ...,
-and at the last epoch of every phase: dense early, where the edge-of-stability dynamics and the
-catapult of a too-large lr happen (the curvature changes most in the first epochs), sparse
-later. Each measurement costs SHARPNESS_ITERS Hessian-vector products on the probe batch."""
-SHARPNESS_ITERS = 10
-"""Power-iteration steps per sharpness measurement (at most; it stops earlier once every
-member's estimate changes by less than SHARPNESS_TOL relative between steps). The Rayleigh
-quotient approaches the top eigenvalue from below; on the blobs nets 10 steps land within
-about 5% of an 80-step estimate (the top of the spectrum is nearly degenerate there: the
-output biases' softmax curvature), which is ample for a comparison with 2/lr."""
+PROBE_DENSE = 10
+"""The probes record every epoch up to PROBE_DENSE (where most of the action is: dying units,
+spikes, escapes), then every `stride` epochs with stride the smallest of 1, 2, 5, 10, 20, 50,
+... that leaves at most PROBE_LATER more records, and at every sharpness epoch and phase end.
+A 200-epoch run gets 30 probe records: enough for a curve and for 'dead from epoch N' to
+within 10 epochs, and it keeps recording (and storing) the probes near a quarter of the cost
+of a sweep whose steps run in the compiled kernel. Epochs without a record are absent (None)."""
+PROBE_LATER = 20
+
+SHARPNESS_BASE = (1, 3)
+"""Sharpness is measured at epoch 0, at epochs 1, 3, 10, 30, 100, 300, 1000, ..., and at the
+last epoch of every phase: dense early, where the catapult of a too-large lr and the
+edge-of-stability dynamics happen (the curvature changes most in the first epochs), sparse
+later. A 200-epoch run gets 7 measurements (0, 1, 3, 10, 30, 100, 200), each at most
+SHARPNESS_ITERS Hessian-vector products on the probe batch: on the seed-000 sweep they are
+the largest part of the probes' cost, so they are sampled, not taken every epoch."""
+SHARPNESS_ITERS = 8
+"""Power-iteration steps per sharpness measurement (at most; a member stops once its estimate
+changes by less than SHARPNESS_TOL relative between steps). Each measurement after the first
+starts from the member's own top eigenvector of the previous measurement (a warm start: the
+direction drifts slowly), so it usually settles in two to five steps. The Rayleigh quotient
+approaches the top eigenvalue from below; on the blobs nets at init, where the top of the
+spectrum is nearly degenerate (the output biases' softmax curvature), 8 cold steps land within
+about 5% of an 80-step estimate: ample for a comparison with 2/lr."""
 SHARPNESS_TOL = 1e-2
 """1%: far finer than the factor-of-two questions the 2/lr line answers (is lr above or below
 the limit?), and it lets the iteration stop early once every member has settled."""
@@ -116,81 +129,109 @@ def top_eigenvalue(hvp: Callable[[Tensor], Tensor], v0: Tensor, iters: int = SHA
     `hvp(v)` maps v: [K, N] to [H_1 v_1, ..., H_K v_K]: [K, N] (members never mix). Power
     iteration finds each member's eigenvalue of largest magnitude; where that is negative (at a
     saddle, where negative curvature can dominate), a second power iteration on the shifted
-    matrix H - lambda I (all its eigenvalues >= 0) finds lambda_max - lambda. Each stage stops
-    when every member's Rayleigh quotient changed by less than `tol` (relative) in one step,
-    or after `iters` steps. A member whose Hessian is zero gets 0.
+    matrix H - lambda I (all its eigenvalues >= 0) finds lambda_max - lambda. A member stops
+    when its Rayleigh quotient changed by less than `tol` (relative) in one step, or after
+    `iters` steps. A member whose Hessian is zero gets 0.
     """
-    lam = _power(hvp, v0, v0.new_zeros(v0.shape[0]), iters, tol)
+    return _top_eigen(hvp, v0, iters, tol)[0]
+
+
+def _top_eigen(hvp: Callable[[Tensor], Tensor], v0: Tensor, iters: int, tol: float
+               ) -> tuple[Tensor, Tensor]:
+    """(top eigenvalue [K], its unit eigenvector estimate [K, N])."""
+    lam, v = _power(hvp, v0, v0.new_zeros(v0.shape[0]), iters, tol)
     if bool((lam < 0).any()):
         shift = lam.clamp(max=0)
-        lam = _power(hvp, v0, shift, iters, tol) + shift
-    return lam
+        mu, v2 = _power(hvp, v0, shift, iters, tol)
+        neg = (lam < 0)[:, None]
+        lam, v = mu + shift, torch.where(neg, v2, v)
+    return lam, v
 
 
 def _power(hvp: Callable[[Tensor], Tensor], v0: Tensor, shift: Tensor, iters: int,
-           tol: float) -> Tensor:
-    """Power iteration on H - shift I per member; returns each member's Rayleigh quotient
-    from the step at which it settled (its own tolerance test, never its cohort's, so a
-    member's estimate does not depend on the members it is batched with)."""
+           tol: float) -> tuple[Tensor, Tensor]:
+    """Power iteration on H - shift I per member: each member's Rayleigh quotient from the
+    step at which it settled (its own tolerance test, never its cohort's, so a member's
+    estimate does not depend on the members it is batched with) and the unit vector it
+    settled on."""
     tiny = torch.finfo(v0.dtype).tiny
     v = v0 / torch.linalg.vector_norm(v0, dim=1, keepdim=True).clamp_min(tiny)  # [K, N]
     lam = torch.zeros_like(shift)
+    vec = v
     done = torch.zeros_like(shift, dtype=torch.bool)
     for i in range(max(1, iters)):
         hv = hvp(v) - shift[:, None] * v
         new = (v * hv).sum(1)  # Rayleigh quotient (v has unit norm)
-        v = hv / torch.linalg.vector_norm(hv, dim=1, keepdim=True).clamp_min(tiny)
         settled = (new - lam).abs() <= tol * new.abs() if i > 0 else done
         lam = torch.where(done, lam, new)
+        vec = torch.where(done[:, None], vec, v)
         done = done | settled
         if bool(done.all()):
             break
-    return torch.nan_to_num(lam, nan=0.0)
+        v = hv / torch.linalg.vector_norm(hv, dim=1, keepdim=True).clamp_min(tiny)
+    return torch.nan_to_num(lam, nan=0.0), vec
 
 
 def hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor],
-                iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL) -> Tensor:
+                iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL,
+                v0: Tensor | None = None) -> Tensor:
     """Top Hessian eigenvalue of K independent losses: `loss(params) -> [K]`, member k's loss
     depending only on member k's slice of `params` (a list of [K, ...] tensors): [K].
 
     One double-backward graph serves all members: the gradient of sum_k loss_k is the stack of
     the members' gradients, and its vector-Jacobian product with a stacked v is the stack of
-    the members' Hessian-vector products H_k v_k. The start vector is the same fixed
-    pseudo-random direction for every member, so a member's estimate does not depend on its
-    cohort. `params` are not modified.
+    the members' Hessian-vector products H_k v_k. The start vector `v0` ([K, N], N = numel of
+    one member's parameters) defaults to the same fixed pseudo-random direction for every
+    member, so a member's estimate does not depend on its cohort. `params` are not modified.
     """
+    return _hessian_top(loss, params, iters, tol, v0)[0]
+
+
+def _hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor],
+                 iters: int, tol: float, v0: Tensor | None) -> tuple[Tensor, Tensor]:
     K = params[0].shape[0]
-    sizes = [p[0].numel() for p in params]
+    n = sum(p[0].numel() for p in params)
     with torch.enable_grad():
         ps = [p.detach().requires_grad_(True) for p in params]
         g = torch.autograd.grad(loss(ps).sum(), ps, create_graph=True)
-        gen = torch.Generator().manual_seed(0x5A1)
-        v0 = torch.randn(sum(sizes), generator=gen, dtype=torch.float64)
-        v0 = v0.to(device=ps[0].device, dtype=ps[0].dtype).expand(K, -1)
+        if v0 is None:
+            gen = torch.Generator().manual_seed(0x5A1)
+            v0 = torch.randn(n, generator=gen, dtype=torch.float64)
+            v0 = v0.to(device=ps[0].device, dtype=ps[0].dtype).expand(K, -1)
+
+        g_flat = torch.cat([gi.reshape(K, -1) for gi in g], 1)  # [K, N]
 
         def hvp(v: Tensor) -> Tensor:
-            parts = [c.reshape(p.shape) for c, p in zip(torch.split(v, sizes, dim=1), ps)]
-            hv = torch.autograd.grad(g, ps, grad_outputs=parts, retain_graph=True,
+            # d(g . v)/dparams = H v; a scalar output (no grad_outputs: torch.autograd.grad
+            # with explicit grad_outputs imports sympy, ~0.6 s, on first use)
+            hv = torch.autograd.grad((g_flat * v).sum(), ps, retain_graph=True,
                                      allow_unused=True)
             return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(K, -1)
                               for h, p in zip(hv, ps)], 1).detach()
 
-        return top_eigenvalue(hvp, v0, iters, tol).detach()
+        lam, vec = _top_eigen(hvp, v0, iters, tol)
+        return lam.detach(), vec.detach()
 
 
 def sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch,
-              iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL) -> Tensor:
+              iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL,
+              v0: Tensor | None = None) -> Tensor:
     """Top eigenvalue of the Hessian of each member's mean training loss on (x, y): [K]."""
+    return _sharpness(params, x, y, arch, iters, tol, v0)[0]
 
+
+def _sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch, iters: int,
+               tol: float, v0: Tensor | None) -> tuple[Tensor, Tensor]:
     def loss(ps: list[Tensor]) -> Tensor:
         z, _ = nets.forward(ps, x, arch)
         return nets.loss_terms(z, y, arch)[0].mean(1)
 
-    return hessian_top(loss, params, iters, tol)
+    return _hessian_top(loss, params, iters, tol, v0)
 
 
 def sharpness_epochs(ends: Iterable[int], base: Sequence[int] = SHARPNESS_BASE) -> frozenset[int]:
-    """Epoch 0, 1-2-5 x 10^k up to the last end, and every end (last epoch of each phase)."""
+    """Epoch 0, base x 10^k (1, 3, 10, 30, ...) up to the last end, and every end (the last
+    epoch of each phase)."""
     ends = sorted(set(int(e) for e in ends))
     last = ends[-1] if ends else 0
     out = {0, *ends}
@@ -198,6 +239,21 @@ def sharpness_epochs(ends: Iterable[int], base: Sequence[int] = SHARPNESS_BASE) 
     while 10**k <= max(last, 1):
         out.update(b * 10**k for b in base if b * 10**k <= last)
         k += 1
+    return frozenset(out)
+
+
+def probe_epochs(ends: Iterable[int], dense: int = PROBE_DENSE,
+                 later: int = PROBE_LATER) -> frozenset[int]:
+    """Every epoch up to `dense`, then every `stride` epochs (1-2-5 x 10^k, the smallest that
+    leaves at most `later` records), the sharpness epochs and every end (see PROBE_DENSE)."""
+    ends = sorted(set(int(e) for e in ends))
+    last = ends[-1] if ends else 0
+    out = set(range(min(dense, last) + 1)) | sharpness_epochs(ends) | set(ends)
+    stride, k = 1, 0
+    while (last - dense) / stride > later:
+        k += 1
+        stride = (1, 2, 5)[k % 3] * 10 ** (k // 3)
+    out.update(range(dense - dense % stride + stride, last + 1, stride))
     return frozenset(out)
 
 
@@ -334,17 +390,36 @@ def activity_probes(ctx: EpochContext, memo: list[_Pass] | None = None) -> dict[
 
 def sharpness_probe(epochs: Iterable[int], iters: int = SHARPNESS_ITERS,
                     tol: float = SHARPNESS_TOL) -> EpochHook:
-    """A hook measuring `sharpness` at the given epochs only (absent elsewhere)."""
+    """A hook measuring `sharpness` at the given epochs only (absent elsewhere). From the
+    second measurement of a cohort on, each member starts from its own previous top
+    eigenvector (kept per cohort position; a new cohort starts at epoch 0)."""
     at = frozenset(epochs)
+    last: dict[int, Tensor] = {}  # cohort position -> that member's last eigenvector
 
     @_probe("sharpness")
     def probe(ctx: EpochContext) -> dict[str, Tensor]:
+        if ctx.epoch == 0:
+            last.clear()
         if ctx.epoch not in at:
             return {}
         x, y = probe_batch(ctx.x_probe, ctx.y_probe)
-        lam = sharpness(ctx.params, x, y, ctx.arch, iters, tol)
+        pos = ctx.active.tolist()
+        v0 = torch.stack([last[j] for j in pos]) if last and all(j in last for j in pos) \
+            else None
+        lam, vec = _sharpness(ctx.params, x, y, ctx.arch, iters, tol, v0)
+        last.update(zip(pos, vec))
         return {"sharpness": torch.where(torch.isfinite(lam), lam,
                                          torch.full_like(lam, math.nan))}
+
+    return probe
+
+
+def _every(epochs: frozenset[int], hook: EpochHook) -> EpochHook:
+    """`hook` at the given epochs only."""
+
+    @_probe(hook.__name__)
+    def probe(ctx: EpochContext) -> dict[str, Tensor]:
+        return hook(ctx) if ctx.epoch in epochs else {}
 
     return probe
 
@@ -364,5 +439,7 @@ def hooks(spec: Spec) -> list[EpochHook]:
         finally:
             memo.clear()  # hold no tensors between record points
 
-    return [gradients, weight_probes, activity,
-            sharpness_probe(sharpness_epochs(phase_ends(spec)))]
+    ends = phase_ends(spec)
+    at = probe_epochs(ends)
+    return [_every(at, gradients), _every(at, weight_probes), _every(at, activity),
+            sharpness_probe(sharpness_epochs(ends))]

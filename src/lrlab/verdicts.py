@@ -595,10 +595,10 @@ def _flat_start(r: _Run, ev: dict[str, Any]) -> str:
     upd = [x for _, x in r.series("update_ratio_l1")]
     if upd:
         med = sorted(upd)[len(upd) // 2]
-        total = sum(upd)
-        ev.update(update_ratio_l1_median=_r(med), update_ratio_l1_total=_r(total))
+        n = (r.epochs[-1] - r.epochs[r.start]) if r.epochs else len(upd)
+        ev.update(update_ratio_l1_median=_r(med))
         text += (f"At lr {_g(r.lr)} each epoch changed the first layer's weights by a median "
-                 f"{med:.2g} of their size, at most {_pct(total)} over all {len(upd)} epochs: "
+                 f"{med:.2g} of their size, about {_pct(med * n)} over all {n} epochs: "
                  "nothing moved in the epochs given. ")
     text += ("A larger lr leaves such a flat start sooner (or kills the deep units, see "
              "dead_relu), and an initialisation scaled to the layer width (He for ReLU, Glorot "
