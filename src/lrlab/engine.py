@@ -154,10 +154,26 @@ def run_cohort(
     run = run or RunSpec()
     device = torch.device(run.device)
     dtype = torch.float64 if run.dtype == "float64" else torch.float32
+    arch = nets.arch_for(cohort.first.model, data.X_train.shape[1], data.n_classes)
+    kernel = nets.kernel_for(arch, device, dtype)
+    # With the kernel, the step's torch ops are small elementwise updates: one thread does
+    # them fastest, and a second thread waiting on a busy neighbour slows them 10-40x
+    # (notes/perf.md).
+    before = torch.get_num_threads()
+    if kernel is not None:
+        torch.set_num_threads(1)
+    try:
+        return _run(cohort, data, run, hooks, progress, arch, kernel, device, dtype)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook],
+         progress: Callable[[int], None] | None, arch: nets.Arch, kernel: nets.Kernel | None,
+         device: torch.device, dtype: torch.dtype) -> list[MemberRun]:
     members = cohort.members
     K = len(members)
     first = members[0]
-    arch = nets.arch_for(first.model, data.X_train.shape[1], data.n_classes)
     t0 = time.perf_counter()
 
     # data on the device once: x [n, d], y [n]; train and val rows together for evaluation
@@ -172,7 +188,7 @@ def run_cohort(
 
     net = nets.Stack(arch, nets.init_params(arch, [m.model for m in members],
                                             [m.seed for m in members], device, dtype),
-                     x_tr, y_tr, nets.kernel_for(arch, device, dtype), GATHER_BYTES)
+                     x_tr, y_tr, kernel, GATHER_BYTES)
     active = torch.arange(K, device=device)
     idx_list = list(range(K))
     rec = _Recorder(K)

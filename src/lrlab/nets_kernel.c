@@ -442,16 +442,17 @@ AI VT FN(act_back)(int act, VT d, VT a) {
  * An input given as shared rows X (bx) broadcasts X[b * fi + i] to every lane. */
 
 /* Z[b][o] = bias[o] + sum_i A[b][i] W[i][o]; the activation (or none, on the output layer)
- * applied on the way out. NR x NC register block at rows b.., outputs o... */
+ * applied on the way out. NR x NC register block at rows b.., outputs o..; 8 rows share each
+ * load of W (one pass over a large first layer serves a whole batch of 8). */
 AI void FN(fwd_blk)(const int NR, const int NC, int b, int o, int fi, int fo, const T *A,
                     const T *X, const T *W, int64_t ldk, T *Z, int act) {
-    VT acc[4][4];
+    VT acc[8][2];
     for (int c = 0; c < NC; c++) {
         VT bias = FN(ld)(W + ((int64_t)fi * fo + o + c) * ldk);
         for (int r = 0; r < NR; r++) acc[r][c] = bias;
     }
     for (int i = 0; i < fi; i++) {
-        VT w[4];
+        VT w[2];
         for (int c = 0; c < NC; c++) w[c] = FN(ld)(W + ((int64_t)i * fo + o + c) * ldk);
         for (int r = 0; r < NR; r++) {
             VT a = X ? FN(bc)(X[(int64_t)(b + r) * fi + i])
@@ -465,19 +466,25 @@ AI void FN(fwd_blk)(const int NR, const int NC, int b, int o, int fi, int fo, co
                                                                  : FN(act)(act, acc[r][c]));
 }
 
+#define ROW_BLOCKS(CALL)                                                                   \
+    do {                                                                                   \
+        int b = 0;                                                                         \
+        for (; b + 8 <= nb; b += 8) CALL(8);                                               \
+        if (b + 4 <= nb) { CALL(4); b += 4; }                                              \
+        if (b + 2 <= nb) { CALL(2); b += 2; }                                              \
+        if (b < nb) CALL(1);                                                               \
+    } while (0)
+
 static void FN(forward)(int nb, int fi, int fo, const T *A, const T *X, const T *W,
                         int64_t ldk, T *Z, int act) {
-    int b = 0;
-    for (; b + 4 <= nb; b += 4) {
-        int o = 0;
-        for (; o + 4 <= fo; o += 4) FN(fwd_blk)(4, 4, b, o, fi, fo, A, X, W, ldk, Z, act);
-        for (; o < fo; o++) FN(fwd_blk)(4, 1, b, o, fi, fo, A, X, W, ldk, Z, act);
-    }
-    for (; b < nb; b++) {
-        int o = 0;
-        for (; o + 4 <= fo; o += 4) FN(fwd_blk)(1, 4, b, o, fi, fo, A, X, W, ldk, Z, act);
-        for (; o < fo; o++) FN(fwd_blk)(1, 1, b, o, fi, fo, A, X, W, ldk, Z, act);
-    }
+#define FWD(NR)                                                                            \
+    do {                                                                                   \
+        int o = 0;                                                                         \
+        for (; o + 2 <= fo; o += 2) FN(fwd_blk)(NR, 2, b, o, fi, fo, A, X, W, ldk, Z, act); \
+        if (o < fo) FN(fwd_blk)(NR, 1, b, o, fi, fo, A, X, W, ldk, Z, act);               \
+    } while (0)
+    ROW_BLOCKS(FWD);
+#undef FWD
 }
 
 /* G_W[i][o] (+)= sum_b A[b][i] D[b][o] over the chunk's rows (first chunk: from zero). */
@@ -523,11 +530,11 @@ static void FN(weight_grads)(int nb, int fi, int fo, const T *A, const T *D, T *
 /* Dp[b][i] = (sum_o D[b][o] W[i][o]) * act'(A[b][i]): the delta one layer down. */
 AI void FN(da_blk)(const int NR, const int NC, int b, int i, int fi, int fo, const T *D,
                    const T *W, int64_t ldk, const T *A, T *Dp, int act) {
-    VT acc[4][4];
+    VT acc[8][2];
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++) acc[r][c] = FN(bc)((T)0);
     for (int o = 0; o < fo; o++) {
-        VT w[4];
+        VT w[2];
         for (int c = 0; c < NC; c++) w[c] = FN(ld)(W + ((int64_t)(i + c) * fo + o) * ldk);
         for (int r = 0; r < NR; r++) {
             VT d = FN(ld)(D + ((int64_t)(b + r) * fo + o) * V);
@@ -543,17 +550,14 @@ AI void FN(da_blk)(const int NR, const int NC, int b, int i, int fi, int fo, con
 
 static void FN(delta_down)(int nb, int fi, int fo, const T *D, const T *W, int64_t ldk,
                            const T *A, T *Dp, int act) {
-    int b = 0;
-    for (; b + 4 <= nb; b += 4) {
-        int i = 0;
-        for (; i + 4 <= fi; i += 4) FN(da_blk)(4, 4, b, i, fi, fo, D, W, ldk, A, Dp, act);
-        for (; i < fi; i++) FN(da_blk)(4, 1, b, i, fi, fo, D, W, ldk, A, Dp, act);
-    }
-    for (; b < nb; b++) {
-        int i = 0;
-        for (; i + 4 <= fi; i += 4) FN(da_blk)(1, 4, b, i, fi, fo, D, W, ldk, A, Dp, act);
-        for (; i < fi; i++) FN(da_blk)(1, 1, b, i, fi, fo, D, W, ldk, A, Dp, act);
-    }
+#define DA(NR)                                                                             \
+    do {                                                                                   \
+        int i = 0;                                                                         \
+        for (; i + 2 <= fi; i += 2) FN(da_blk)(NR, 2, b, i, fi, fo, D, W, ldk, A, Dp, act); \
+        if (i < fi) FN(da_blk)(NR, 1, b, i, fi, fo, D, W, ldk, A, Dp, act);               \
+    } while (0)
+    ROW_BLOCKS(DA);
+#undef DA
 }
 
 /* ---------------------------------------------------------------- loss (nets.loss_terms)
@@ -668,14 +672,20 @@ static int FN(train)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, T 
     for (int64_t c0 = 0; c0 < B; c0 += CHUNK) {
         int nb = (int)(B - c0 < CHUNK ? B - c0 : CHUNK);
         T *A0 = ws + aoff[0] * V;
-        for (int b = 0; b < nb; b++) /* gather each lane's rows and labels */
+        for (int b = 0; b < nb; b++) { /* gather each lane's row and label */
+            const T *src[V];
             for (int l = 0; l < V; l++) {
                 int64_t row = idx[(k0 + l) * ldi + b0 + c0 + b];
-                const T *src = X + row * d;
-                T *dst = A0 + (int64_t)b * d * V + l;
-                for (int i = 0; i < d; i++) dst[(int64_t)i * V] = src[i];
+                src[l] = X + row * d;
                 lab[b * V + l] = (LR_IT)y[row];
             }
+            T *dst = A0 + (int64_t)b * d * V;
+            for (int i0 = 0; i0 < d; i0 += 16) { /* 16 destination lines stay in L1 */
+                int ni = d - i0 < 16 ? d - i0 : 16;
+                for (int l = 0; l < V; l++)
+                    for (int i = 0; i < ni; i++) dst[(int64_t)(i0 + i) * V + l] = src[l][i0 + i];
+            }
+        }
         for (int l = 0; l < L; l++)
             FN(forward)(nb, n.sizes[l], n.sizes[l + 1], ws + aoff[l] * V, NULL, Pk + n.off[l] * ldk,
                         ldk, ws + aoff[l + 1] * V, l == L - 1 ? -1 : n.act);
