@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,10 +44,18 @@ N_MEMBERS = 24
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_tmp():
+    """Ray's session files (logs, sockets) in a short private folder, removed at the end."""
+    d = tempfile.mkdtemp(prefix="lrray", dir="/tmp")  # short: Ray's socket paths must fit
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_local(ray_tmp):
     """One local Ray instance on loopback for this module (stopped at its end)."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
-             log_to_driver=False, object_store_memory=200 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+             log_to_driver=False, object_store_memory=200 * 2**20, _temp_dir=ray_tmp)
     yield ray
     ray.shutdown()
 
@@ -76,6 +86,62 @@ def _workers(d: Path) -> dict[int, str]:
         return {m["id"]: m["worker"] for m in store.members()}
     finally:
         store.close()
+
+
+def _pids(node) -> list[int]:
+    return [p.process.pid for procs in node.all_processes.values() for p in procs]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_two_nodes_on_loopback_through_address(local_reference, ray_tmp, tmp_path):
+    """A head and a second node (both on 127.0.0.1), a `lrlab sweep --address` in another
+    process: both nodes run cohorts, the store equals the local run, both nodes are stopped by
+    pid (never `ray stop`)."""
+    from ray._common.utils import get_ray_address_file
+    from ray.cluster_utils import Cluster
+
+    address_file = Path(get_ray_address_file(None))  # the cluster records its address here
+    address_before = address_file.read_text() if address_file.is_file() else None
+    node_args = {"num_cpus": 1, "object_store_memory": 100 * 2**20, "temp_dir": ray_tmp}
+    cluster = Cluster(initialize_head=True, connect=False, shutdown_at_exit=False,
+                      head_node_args={**node_args, "include_dashboard": False})
+    nodes = [cluster.head_node]
+    try:
+        nodes.append(cluster.add_node(**node_args))
+        cluster.wait_for_nodes()
+        out = tmp_path / "two"
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+               "RAY_AUTH_MODE": "disabled"}
+        res = subprocess.run([sys.executable, "-m", "lrlab.cli", "sweep", *FLAGS, "--name",
+                              "ray24", "--backend", "ray", "--address", cluster.address,
+                              "--out", str(out)], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "A worker died" not in res.stdout and "(raylet)" not in res.stdout
+        assert _snapshot(out) == local_reference
+        ran_on = {w.split(":")[1] for w in _workers(out).values()}
+        assert ran_on == {n.node_id for n in nodes}  # both nodes ran cohorts
+        worker_pids = {int(w.split(":")[2]) for w in _workers(out).values()}
+    finally:
+        pids = [p for n in nodes for p in _pids(n)]
+        for node in reversed(nodes):  # kills each node's processes by pid
+            cluster.remove_node(node, allow_graceful=True)
+        if address_before is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(address_before)
+    assert pids
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in [*pids, *worker_pids]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in [*pids, *worker_pids] if _alive(p)]
 
 
 def test_ray_sweep_equals_local_member_for_member(ray_local, local_reference, tmp_path):
@@ -154,52 +220,3 @@ def test_worker_killed_mid_task_is_retried_and_nothing_is_lost(ray_local, local_
     assert killed is not None, "no task was caught running"
     assert "error" not in outcome, outcome.get("error")
     assert _snapshot(out) == local_reference
-
-
-def _pids(node) -> list[int]:
-    return [p.process.pid for procs in node.all_processes.values() for p in procs]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
-def test_two_nodes_on_loopback_through_address(ray_local, local_reference, tmp_path):
-    """A head and a second node (both on 127.0.0.1), a `lrlab sweep --address` in another
-    process: both nodes run cohorts, the store equals the local run, both nodes are stopped by
-    pid (never `ray stop`)."""
-    from ray.cluster_utils import Cluster
-
-    node_args = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
-    cluster = Cluster(initialize_head=True, connect=False, shutdown_at_exit=False,
-                      head_node_args={**node_args, "include_dashboard": False})
-    nodes = [cluster.head_node]
-    try:
-        nodes.append(cluster.add_node(**node_args))
-        cluster.wait_for_nodes()
-        out = tmp_path / "two"
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-               "RAY_AUTH_MODE": "disabled"}
-        res = subprocess.run([sys.executable, "-m", "lrlab.cli", "sweep", *FLAGS, "--name",
-                              "ray24", "--backend", "ray", "--address", cluster.address,
-                              "--out", str(out)], capture_output=True, text=True, env=env,
-                             timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-        assert "A worker died" not in res.stdout and "(raylet)" not in res.stdout
-        assert _snapshot(out) == local_reference
-        ran_on = {w.split(":")[1] for w in _workers(out).values()}
-        assert ran_on == {n.node_id for n in nodes}  # both nodes ran cohorts
-        worker_pids = {int(w.split(":")[2]) for w in _workers(out).values()}
-    finally:
-        pids = [p for n in nodes for p in _pids(n)]
-        for node in reversed(nodes):  # kills each node's processes by pid
-            cluster.remove_node(node, allow_graceful=True)
-    assert pids
-    deadline = time.monotonic() + 30
-    while any(_alive(p) for p in [*pids, *worker_pids]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [p for p in [*pids, *worker_pids] if _alive(p)]

@@ -17,8 +17,10 @@ never read the user's files: the driver loaded and checked the data.
 - Quiet: Ray prints worker deaths and retries on the driver's stdout even with
   `log_to_driver=False`; while Ray runs, this module sends stdout (Python's and file
   descriptor 1) to stderr, so `lrlab ... > file` gets only lrlab's output.
-- A local instance (no address) stays on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set
-  before Ray is imported; see notes/ray.md): nothing listens on other interfaces.
+- A local instance (no address) is always a new one (`ray.init(address="local")`: a bare
+  `ray.init()` would join whatever cluster `/tmp/ray/ray_current_cluster` or RAY_ADDRESS names,
+  even a dead one) and stays on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set before Ray
+  is imported; see notes/ray.md): nothing listens on other interfaces.
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def session(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         if hostport is not None and not address.startswith("ray://"):
             _reachable(*hostport, address)
         kwargs: dict[str, Any] = dict(logging_level=logging.ERROR, log_to_driver=False)
-        if address is None:
-            kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        if address is None:  # "local": a new instance, never a cluster found on the machine
+            kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
         else:
             kwargs["address"] = address
         with stdout_to_stderr():
