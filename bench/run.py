@@ -122,6 +122,16 @@ def scenarios(tmp: Path) -> list[Scenario]:
             "train": {"optimizer": "sgd", "batch_size": 128, "epochs": 30},
             "sweep": {"optimizer": ["sgd", "adagrad", "rmsprop", "adam"],
                       "lr": [0.01, 0.003, 0.001, 0.0003], "seeds": 4}}, 3),
+        Scenario(9, "iris 4-50-12-3, 4 optimizers x 9 lrs (logspace 1e-4..1), 20 epochs", {
+            "name": "bench-iris-optimizers",
+            "data": {"source": "iris", "split": "random", "validation_split": 0.25,
+                     "data_seed": 42},
+            "model": {"hidden": [50, 12], "activation": "relu", "init": "keras"},
+            "train": {"optimizer": "sgd", "batch_size": 32, "epochs": 20},
+            "sweep": {"optimizer": ["sgd", "adam", "rmsprop", "adagrad"],
+                      "lr": [1e-4, 3.16228e-4, 1e-3, 3.16228e-3, 1e-2, 3.16228e-2, 0.1,
+                             0.316228, 1.0]}}, 5,
+                 "the 36-member mixed-optimizer sweep of the optimizer issue (4 cohorts)"),
     ]
 
 
@@ -571,8 +581,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer epochs and 1 repeat")
     ap.add_argument("--only", type=int, action="append", default=[],
-                    help="run only scenario N (repeatable): 1-4 table, 5 scaling, 6 probes and "
-                         "range test, 7 memory, 8 profile")
+                    help="run only scenario N (repeatable): 1-4 and 9 table, 5 scaling, 6 probes "
+                         "and range test, 7 memory, 8 profile")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     ap.add_argument("--out", default=str(BENCH / "results.md"),
@@ -580,14 +590,14 @@ def main() -> None:
     args = ap.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.loop_repeats = {1: 2}  # the per-member loop of scenario 1 takes ~30 s a run
-    want = set(args.only) or set(range(1, 9))
+    want = set(args.only) or set(range(1, 10))
     started = datetime.datetime.now()
     peak, peak1 = matmul_peak(args.device), matmul_peak(args.device, threads=1)
     head = machine(args.device, peak, peak1)
     print("\n".join(head), flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        rows = part_scenarios(args, tmp, peak) if want & {1, 2, 3, 4} else []
+        rows = part_scenarios(args, tmp, peak) if want & {1, 2, 3, 4, 9} else []
         if rows:
             print("\n" + table(rows), flush=True)
         scaling = part_scaling(args, peak) if 5 in want else None
