@@ -149,7 +149,7 @@ def test_tiny_init_deep_relu_net_at_lr_0_001_collapses_to_one_class():
                                        for i in range(1, 6)]
     upd = sorted(h["update_ratio_l1"][1:])
     assert ev["update_ratio_l1_median"] == _sig(upd[len(upd) // 2]) < 1e-4
-    for word in ("one class", "only", "normal:0.05", "nothing moved"):
+    for word in ("one class", "only", "normal:0.05", "flat start"):
         assert word in v.explanation
 
 

@@ -415,11 +415,25 @@ def explain(
             raise fail(LrlabError(f"`--lr` {lr:g} is not a learning rate of this experiment"))
     for row in verdict_rows(recs):
         out.print(f"[bold]{row['config']}[/bold] ({row['summary']})")
-        out.print("  " + row["explanation"], markup=False, highlight=False)
-        ev = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in row["evidence"].items())
-        out.print("  evidence: " + ev, markup=False, highlight=False)
+        for item in row["by_label"]:  # one run per label that occurs
+            seed = f", seed {item['seed']} shown" if item.get("seed") is not None else ""
+            out.print(f"  {item['label']} ({item['count']}/{row['seeds']}{seed}): "
+                      + item["explanation"], markup=False, highlight=False)
+            out.print("    evidence: " + evidence_text(item["evidence"]), markup=False,
+                      highlight=False)
     print_recommendation(directory)
+
+
+def evidence_text(evidence: dict[str, Any]) -> str:
+    """`key=value, ...` with numbers to 4 significant digits (lists too)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
+
+    return ", ".join(f"{k}={fmt(v)}" for k, v in evidence.items())
 
 
 @app.command()

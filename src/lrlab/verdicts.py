@@ -94,7 +94,8 @@ OVERFIT_ACC_GAP = 0.05
 PLATEAU_DROP = 0.02
 """A *plateau at the start*: the training loss stayed within 2% of its starting value for at
 least PLATEAU_MIN_SHARE of the epochs before it began to fall (the flat start of a too-small
-initialisation: the run only begins to learn once it escapes)."""
+initialisation: the run only begins to learn once it escapes). 2% is well above the
+epoch-to-epoch jitter of a loss that is not moving (about 0.1% on the blobs runs)."""
 PLATEAU_MIN_SHARE = 0.1
 SPIKE_FACTOR = 1.5
 """A *spike*: the training loss rose above SPIKE_FACTOR x its starting value at some epoch
@@ -303,8 +304,10 @@ def _plateau(r: _Run) -> tuple[int, int] | None:
     if len(s) < 10:
         return None
     e0, l0 = s[0]
-    end = next((e for e, x in s if x < (1 - PLATEAU_DROP) * l0), None)
+    end = next((e for e, x in s if abs(x - l0) > PLATEAU_DROP * l0), None)
     if end is None or (end - e0) < PLATEAU_MIN_SHARE * (s[-1][0] - e0):
+        return None
+    if dict(s)[end] > l0:  # it left the plateau upwards (a spike), not by learning
         return None
     return end - e0, end
 
@@ -598,8 +601,8 @@ def _flat_start(r: _Run, ev: dict[str, Any]) -> str:
         n = (r.epochs[-1] - r.epochs[r.start]) if r.epochs else len(upd)
         ev.update(update_ratio_l1_median=_r(med))
         text += (f"At lr {_g(r.lr)} each epoch changed the first layer's weights by a median "
-                 f"{med:.2g} of their size, about {_pct(med * n)} over all {n} epochs: "
-                 "nothing moved in the epochs given. ")
+                 f"{med:.2g} of their size, about {_pct(med * n)} over all {n} epochs: far too "
+                 "little to leave the flat start in the epochs given. ")
     text += ("A larger lr leaves such a flat start sooner (or kills the deep units, see "
              "dead_relu), and an initialisation scaled to the layer width (He for ReLU, Glorot "
              "for tanh) avoids it.")
@@ -685,6 +688,7 @@ def slow(v: RunView) -> Finding | None:
                 f"lower over the last {k} epochs, {losses[0]:.3g} to {end:.3g} in all). ")
         text += _plateau_text(r, ev)
         text += "It needs more epochs or a larger learning rate."
+        text += _spike_text(r, ev)
         return Finding("slow", ev, text, summary=f"still improving ({_pct(tail)} over the last "
                        f"{k} epochs)")
     if d >= LEARN_MIN_DROP:
@@ -706,9 +710,83 @@ def _plateau_text(r: _Run, ev: dict[str, Any]) -> str:
     if p is None:
         return ""
     ev.update(plateau_epochs=p[0], plateau_end_epoch=p[1])
-    return (f"It first sat on a plateau near its starting loss for {p[0]} epochs (until epoch "
-            f"{p[1]}): a flat start, where the gradients are tiny until the weights grow enough "
-            "for the signal to reach the output; a different seed escapes sooner or later. ")
+    return (f"It first sat on a plateau near its starting loss for {p[0]} epochs (to epoch "
+            f"{p[1]}): a flat start, where the gradients stay tiny until the weights have grown "
+            "enough for the signal to reach the output; how long that takes depends on the "
+            "seed. ")
+
+
+def _spike_text(r: _Run, ev: dict[str, Any]) -> str:
+    """Seed 001's question, 'is the loss spike a wrong gradient or divergence?', answered from
+    the sharpness and update probes when the loss rose above SPIKE_FACTOR x its start and the
+    run ended below its start. Adds its numbers to `ev`."""
+    s_loss = r.series("train_loss")
+    if len(s_loss) < 3:
+        return ""
+    i = max(range(len(s_loss)), key=lambda j: s_loss[j][1])
+    l0, (e_spike, peak), end = s_loss[0][1], s_loss[i], s_loss[-1][1]
+    if i == 0 or peak <= SPIKE_FACTOR * l0 or end >= l0:
+        return ""
+    ev.update(spike_epoch=e_spike, spike_loss=_r(peak))
+    text = (f" On the way the loss spiked to {peak:.3g} in epoch {e_spike} ({peak / l0:.2g}x its "
+            "start) and recovered.")
+    lam, lim, e = _stability(r)
+    lr = r.lr
+    st = r.v.setup
+
+    def limit(x: float) -> float | None:
+        return stability_lr(x, st.get("optimizer", "sgd"), st.get("momentum", 0.0),
+                            bool(st.get("nesterov")))
+
+    gradcheck = (" A wrong gradient would not heal itself like this (`lrlab gradcheck` checks a "
+                 "hand-written one).")
+    if lam is not None:
+        ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
+    if lim is not None and lr is not None and lr > lim:
+        text += (f" That is not a wrong gradient: at the start the sharpest curvature of the "
+                 f"loss was {lam:.3g}, so steps are stable only for lr below 2/{lam:.3g} = "
+                 f"{lim:.3g}, and lr {lr:g} is {lr / lim:.2g}x that, so the first steps "
+                 "overshot along that direction. ")
+        later = [(ep, x) for ep, x in r.series("sharpness") if ep > e_spike]
+        flat = [(ep, x) for ep, x in later if (m := limit(x)) is None or m > lr]
+        if flat:
+            e2, lam2 = flat[0]
+            ev.update(sharpness_after=_r(lam2), sharpness_after_epoch=e2)
+            text += (f"That threw the weights to a flatter region (sharpness {lam2:.3g} at "
+                     f"epoch {e2}, limit {2 / lam2 if lam2 > 0 else math.inf:.3g}) where the same "
+                     "lr is stable, so the run recovered (a 'catapult').")
+        elif later:
+            e2, lam2 = later[0]
+            ev.update(sharpness_after=_r(lam2), sharpness_after_epoch=e2)
+            text += (f"The loss came down again although the curvature measured later stays "
+                     f"above the limit (sharpness {lam2:.3g} at epoch {e2}): the quadratic "
+                     "picture only holds near one point, and the overshoot moved the weights "
+                     "far from the start.")
+        return text + gradcheck
+    over = [(ep, x) for ep, x in r.series("sharpness")
+            if lr is not None and ep <= e_spike and (m := limit(x)) is not None and m < lr]
+    steps = [(ep, x, lay) for lay in range(1, r.n_layers + 1)
+             for ep, x in r.series(f"update_ratio_l{lay}") if ep <= e_spike]
+    big = max(steps, key=lambda t: t[1]) if steps else None
+    if over:
+        e2, lam2 = over[-1]
+        ev.update(sharpness_over_epoch=e2, sharpness_over=_r(lam2))
+        text += (f" The curvature had grown during training (sharpness {lam2:.3g} at epoch {e2}, "
+                 f"so the stability limit was {2 / lam2:.3g}, below lr {lr:g}): the run was at "
+                 "the edge of stability, where such spikes happen and heal themselves.")
+    elif big is not None and big[1] >= BIG_UPDATE:
+        ev.update(update_ratio_max_before_spike=_r(big[1]), update_ratio_max_layer=big[2])
+        text += (f" The steps before it were large: in epoch {big[0]} the update changed layer "
+                 f"{big[2]}'s weights by {_pct(big[1])} of their size")
+        text += (f", although the curvature at the start was small (sharpness {lam:.3g}, limit "
+                 f"{lim:.3g}): the loss was steep but nearly straight there, and a step that "
+                 "long left the region where that held and landed on the far side of the valley"
+                 if lam is not None and lim is not None else "")
+        text += ". The net then found its way down again."
+    else:
+        text += " Neither the curvature nor the step sizes measured before it explain it: " \
+            "minibatch noise, or curvature that grew between the measurements."
+    return text + gradcheck
 
 
 def converged(v: RunView) -> Finding | None:
@@ -730,37 +808,7 @@ def converged(v: RunView) -> Finding | None:
     text = (f"{r.where()} the loss fell from {losses[0]:.3g} to {losses[-1]:.3g} and levelled "
             "off" + (f"; {which} {acc:.3f}." if acc is not None else "."))
     text += (" " + _plateau_text(r, ev)).rstrip()
-    spike_i = max(range(len(losses)), key=lambda i: losses[i])
-    if spike_i > 0 and losses[spike_i] > SPIKE_FACTOR * losses[0]:
-        e_spike = r.series("train_loss")[spike_i][0]
-        ev.update(spike_epoch=e_spike, spike_loss=_r(losses[spike_i]))
-        text += (f" On the way the loss spiked to {losses[spike_i]:.3g} in epoch {e_spike} "
-                 f"({losses[spike_i] / losses[0]:.2g}x its start) and recovered.")
-        lam, lim, e = _stability(r)
-        s = r.series("sharpness")
-        if lim is not None and r.lr is not None and r.lr > lim:
-            later = [(ep, x) for ep, x in s if ep > e_spike]
-            ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
-            text += (f" That is not a wrong gradient: at the start the sharpest curvature of "
-                     f"the loss was {lam:.3g}, so steps are stable only for lr below "
-                     f"2/{lam:.3g} = {lim:.3g}, and lr {r.lr:g} is {r.lr / lim:.2g}x that. The "
-                     "first steps overshot along that direction, which moved the weights to a "
-                     "flatter region")
-            if later:
-                e2, lam2 = later[0]
-                lim2 = stability_lr(lam2, v.setup.get("optimizer", "sgd"),
-                                    v.setup.get("momentum", 0.0), bool(v.setup.get("nesterov")))
-                ev.update(sharpness_after=_r(lam2), sharpness_after_epoch=e2)
-                text += (f" (sharpness {lam2:.3g} at epoch {e2}"
-                         + (f", limit {lim2:.3g}" if lim2 else "") + ")")
-            text += (" where the same lr is stable, so the run recovered. A wrong gradient "
-                     "would not heal itself like this (`lrlab gradcheck` checks a hand-written "
-                     "one).")
-        elif lim is not None and r.lr is not None:
-            ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
-            text += (f" lr {r.lr:g} was below the stability limit 2/sharpness = {lim:.3g} at "
-                     "the start, so the spike came from the minibatch noise or from curvature "
-                     "that grew during training, not from the first steps.")
+    text += _spike_text(r, ev)
     return Finding("converged", ev, text, summary="converged")
 
 
@@ -804,11 +852,10 @@ def judge(v: RunView) -> Verdict:
     if "slow" in found and (primary.label == "oscillating" or (
             primary.label in FAILURES and not found["slow"].evidence.get("still_improving"))):
         found.pop("slow")  # a bouncing loss's trend, or "no progress" the primary explains
-    evidence: dict[str, Any] = {}
+    evidence = dict(primary.evidence)  # the primary's numbers first, then the others'
     for f in found.values():
-        if f is not primary:
-            evidence.update(f.evidence)
-    evidence.update(primary.evidence)
+        for k, x in f.evidence.items():
+            evidence.setdefault(k, x)
     others = [f.summary or f.label for f in found.values() if f is not primary]
     text = primary.explanation
     if others:
