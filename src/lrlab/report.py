@@ -982,6 +982,38 @@ def _values_only(member: dict[str, Any]) -> str:
         or "all runs"
 
 
+MAX_SCHEDULE_LINES = 24
+
+
+def fig_lr_schedule(exp: Experiment) -> Figure | None:
+    """The lr applied at every optimizer step (first seed of each configuration), drawn when
+    any run's lr changes during training (a schedule, a decay or a later phase)."""
+    store = Store.open(exp.directory)
+    try:
+        firsts = [g[0] for g in configs(exp.recs)][:MAX_SCHEDULE_LINES]
+        steps = {r["id"]: store.series(r["id"]).get("lr", []) for r in firsts}
+    finally:
+        store.close()
+    if not any(len(set(v)) > 1 for v in steps.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(8.5, 3.2))
+    table: list[list[Any]] = [["configuration", "step", "lr"]]
+    for r in firsts:
+        lrs = steps[r["id"]]
+        if not lrs:
+            continue
+        label = config_label({k: v for k, v in r["member"].items() if k != "seed"})
+        ax.plot(np.arange(len(lrs)), lrs, lw=1.1, label=_t(label))
+        table += [[label, i, v] for i, v in enumerate(lrs)]
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("applied lr")
+    _log_y(ax)
+    if len(firsts) <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return Figure(fig, table)
+
+
 def fig_curves_by_line(recs: Sequence[dict[str, Any]], max_panels: int = 40) -> Figure:
     """Many configurations: one panel per line, one colour per lr (median over the finished
     seeds; train solid, val dashed), shared axes."""
@@ -1720,14 +1752,27 @@ def sec_curves(exp: Experiment, d: Path) -> str:
                + ", one colour per learning rate; solid = training loss, dashed = validation "
                "loss, each the median over the seeds that finished, evaluated on the whole set "
                "after each epoch. All panels share both axes; curves.csv has every run.")
-        return _figure(f, d, "curves", "loss curves per line and learning rate", _e(cap))
+        out = _figure(f, d, "curves", "loss curves per line and learning rate", _e(cap))
+        return out + _schedule_figure(exp, d)
     cap = ("Training (blue) and validation (orange) loss per configuration, evaluated on the "
            "whole set after each epoch (epoch 0 = at initialisation). Bold line: median over the "
            f"seeds that finished; thin lines: each of those seeds (a band of their range when "
            f"there are more than {SEED_LINES}). Red: a diverged run up to the epoch where it "
            "blew up (x). All panels share both axes.")
-    return _figure(f, d, "curves", "training and validation loss curves per configuration",
-                   _e(cap))
+    out = _figure(f, d, "curves", "training and validation loss curves per configuration",
+                  _e(cap))
+    return out + _schedule_figure(exp, d)
+
+
+def _schedule_figure(exp: Experiment, d: Path) -> str:
+    """The applied-lr figure, or nothing when every run kept a constant lr."""
+    sched = fig_lr_schedule(exp)
+    if sched is None:
+        return ""
+    return _figure(sched, d, "lr_schedule", "applied learning rate per optimizer step",
+                   _e("The learning rate actually applied at every optimizer step (first seed "
+                      "of each configuration): schedules, decay and later phases as the "
+                      "optimizer saw them."))
 
 
 def sec_verdicts(exp: Experiment, d: Path) -> str:
