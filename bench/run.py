@@ -12,7 +12,8 @@ ratios taken side by side mean anything:
 - loop: for each member, `nn.Sequential` + `torch.optim`, minibatches by indexing a shuffled
   tensor (`torch.randperm` each epoch), `loss.item()` for the running loss, and the same
   evaluation of train and val loss/accuracy at init and after every epoch. Same init, data,
-  batch size, epochs and hyperparameters; thread count by the same rule applied to one member.
+  batch size, epochs and hyperparameters; one torch thread (its fastest setting here, see
+  LOOP_THREADS).
 
 The table: seconds (medians), speed-up, and the fraction of the FLOP floor reached: floor =
 6 x params x training samples x epochs x members / the fp32 matmul peak measured here with a
@@ -30,6 +31,7 @@ written to bench/results.md as well.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import datetime
@@ -259,10 +261,26 @@ def loop_run(s: spec_mod.Spec) -> dict[str, Any]:
                              torch.as_tensor(np.array(ds.y_train), device=dev).long(),
                              torch.as_tensor(np.array(ds.X_val), dtype=dtype, device=dev),
                              torch.as_tensor(np.array(ds.y_val), device=dev).long())
-        with runner.threads_for(spec_mod.Cohort(0, (m,)), ds, s.run.threads):
+        with _threads(LOOP_THREADS):
             loop_member(m, ds, dev, dtype, cache[m.data])
     _sync(dev)
     return {"seconds": time.perf_counter() - t0}
+
+
+LOOP_THREADS = 1
+"""The loop runs with one torch thread: its ops are small, and on this shared 2-core machine a
+second thread waiting on a busy neighbour makes small ops 10-40x slower (notes/perf.md), so one
+thread is the loop's best and most stable setting. (lrlab runs with `runner.threads_for`.)"""
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -623,7 +641,8 @@ def main() -> None:
                "train+val evaluation at init and every epoch, divergence checks, records; not "
                "the SQLite store). loop = `nn.Sequential` + `torch.optim` per member, "
                "`torch.randperm` minibatches, `loss.item()` per step, the same per-epoch "
-               "evaluation. FLOP-floor fraction = (6 x params x samples x epochs x members / "
+               "evaluation, 1 torch thread (its fastest setting on this shared machine). "
+               "FLOP-floor fraction = (6 x params x samples x epochs x members / "
                "matmul peak) / lrlab seconds.", "", table(rows), ""]
         md += [f"- {r.number}: {r.note}" for r in rows if r.note]
         md += ["", "Runs (seconds): " + "; ".join(

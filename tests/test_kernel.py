@@ -195,3 +195,41 @@ def test_kernel_declines_what_it_does_not_cover(monkeypatch):
     assert nets.kernel_for(arch, "cpu", torch.float16) is None
     monkeypatch.setenv("LRLAB_KERNEL", "0")
     assert nets.kernel_for(arch, "cpu", torch.float32) is None
+
+
+def test_sgd_epoch_equals_steps_and_threads_change_nothing():
+    """The whole-epoch SGD kernel equals per-step gradients + p + g * (-lr) (batches of one
+    chunk and of several, a shared full batch), and splitting members over threads or
+    narrowing the tiles changes no number."""
+    arch = nets.Arch((5, 9, 7, 3), "tanh", "softmax")
+    g = torch.Generator().manual_seed(4)
+    n, K = 230, 19
+    x = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    params = _params(arch, K, torch.float64)
+    lr = 0.05 + 0.5 * torch.rand(K, generator=g, dtype=torch.float64)
+    for bounds in ([(0, 30), (30, 60), (60, 90), (90, 230)], [(0, 230)]):
+        order = None if len(bounds) == 1 else \
+            torch.stack([torch.randperm(n, generator=g) for _ in range(K)])
+        lrs = torch.stack([lr * (1 + s) for s in range(len(bounds))])
+        kern = nets.kernel_for(arch, "cpu", torch.float64)
+        ref = nets.Stack(arch, params, x, y, kern)
+        ref.begin_epoch(order)
+        ref_loss = torch.zeros(K, dtype=torch.float64)
+        for s, (lo, hi) in enumerate(bounds):
+            loss, grads = ref.loss_and_grads(lo, hi)
+            ref.flat.addcmul_(grads, -lrs[s].unsqueeze(1))
+            ref_loss += loss
+        results = []
+        for threads, lanes in ((1, kern.sgd_lanes), (2, kern.sgd_lanes), (1, 4), (3, 1)):
+            kern.threads, kern.sgd_lanes = threads, lanes
+            st = nets.Stack(arch, params, x, y, kern)
+            st.begin_epoch(order)
+            loss = st.sgd_epoch(bounds, lrs)
+            torch.testing.assert_close(st.flat, ref.flat, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+            results.append((st.flat.clone(), loss, st.evaluate(x, y, 100)))
+        assert torch.equal(results[0][0], results[1][0])  # threads: bit for bit
+        assert torch.equal(results[0][1], results[1][1])
+        for a, b in zip(results[0][2], results[1][2]):
+            assert torch.equal(a, b)

@@ -161,6 +161,7 @@ def run_cohort(
     # (notes/perf.md).
     before = torch.get_num_threads()
     if kernel is not None:
+        kernel.threads = before  # the kernel splits its members over that many threads
         torch.set_num_threads(1)
     try:
         return _run(cohort, data, run, hooks, progress, arch, kernel, device, dtype)
@@ -236,6 +237,8 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
         sched = schedules.make(t.schedule, lr0, dict(t.schedule_args), len(bounds), t.epochs)
         clip = torch.tensor([tr.clip_norm for tr in trains], device=device, dtype=dtype)
         clipping = any(tr.clip_norm > 0 for tr in trains)
+        # plain SGD (no momentum, no weight decay, no clipping) runs a whole epoch per call
+        whole_epochs = kernel is not None and not clipping and _plain_sgd(trains)
         step = 0
         for e in range(t.epochs):
             epoch += 1
@@ -251,7 +254,9 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
             net.begin_epoch(order)
             lrs = _epoch_lrs(sched, step, e, len(bounds), active)  # [steps, K_active]
             run_loss = torch.zeros(len(idx_list), device=device, dtype=torch.float64)
-            for s, (lo, hi) in enumerate(bounds):
+            if whole_epochs:
+                run_loss += net.sgd_epoch(bounds, lrs)
+            for s, (lo, hi) in enumerate([] if whole_epochs else bounds):
                 lr = lrs[s]  # [K_active]
                 loss, g = net.loss_and_grads(lo, hi)  # summed batch loss [K], grads [K, P]
                 if clipping:
@@ -294,6 +299,13 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
         r.steps = {"lr": lr_steps[m]}
         r.seconds = seconds / K
     return runs
+
+
+def _plain_sgd(trains: Sequence[TrainSpec]) -> bool:
+    """torch.optim.SGD without momentum or weight decay for every member: the update is
+    p + grad * (-lr), which the kernel applies itself."""
+    return all(optim.FAMILY[t.optimizer] == "sgd" and not t.momentum and not t.weight_decay
+               and not t.nesterov for t in trains)
 
 
 def _epoch_lrs(sched: schedules.Schedule, step: int, epoch: int, steps: int,

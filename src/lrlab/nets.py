@@ -10,6 +10,7 @@ The hand-written backward is checked against autograd in float64 (tests/test_net
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
 import hashlib
@@ -18,9 +19,10 @@ import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -431,6 +433,14 @@ class Stack:
         return loss.sum(1, dtype=torch.float64), \
             torch.cat([g.reshape(g.shape[0], -1) for g in grads], 1)
 
+    def sgd_epoch(self, bounds: Sequence[tuple[int, int]], lrs: Tensor) -> Tensor:
+        """A whole epoch of plain SGD on the kernel path (`bounds`: each step's positions in
+        the members' orders, `lrs`: [steps, K]): the parameters are updated in place; returns
+        the batch losses summed over the epoch [K] (float64)."""
+        if self.kernel is None:
+            raise RuntimeError("sgd_epoch needs the compiled kernel")
+        return self.kernel.sgd_epoch(self.flat, self.x, self.y, self.order, bounds, lrs)
+
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor, n_tr: int
                  ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -468,6 +478,11 @@ KERNEL_SOURCE = Path(__file__).with_name("nets_kernel.c")
 KERNEL_ACTIVATIONS = {"linear": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
 KERNEL_OUTPUTS = {"softmax": 0, "sigmoid": 1, "quadratic": 2}
 KERNEL_MAX_LAYERS = 64
+KERNEL_CACHE_BYTES = 512 * 1024
+"""A tile of SGD lanes keeps its parameters within this many bytes (about half of a 1.25 MB
+L2): a whole epoch then runs from cache, member after member group (nets_kernel.c)."""
+KERNEL_PARALLEL_MACS = 2_000_000
+"""Per-step work (members x batch x parameters) above which one step is split over threads."""
 kernel_error: str | None = None
 """Why the kernel is not available (None when it is, or has not been tried yet)."""
 
@@ -486,16 +501,25 @@ def kernel_for(arch: Arch, device: torch.device | str, dtype: torch.dtype) -> Ke
 
 
 class Kernel:
-    """ctypes bindings of the compiled kernel for one architecture and dtype."""
+    """ctypes bindings of the compiled kernel for one architecture and dtype.
+
+    Calls release the GIL, so with `threads` > 1 the members are split into that many lane
+    ranges run by threads at once (each range is a whole number of SIMD tiles).
+    """
 
     def __init__(self, lib: ctypes.CDLL, arch: Arch, dtype: torch.dtype) -> None:
         self.arch, self.dtype = arch, dtype
         self.cfg = torch.tensor([arch.n_layers, KERNEL_ACTIVATIONS[arch.activation],
                                  KERNEL_OUTPUTS[arch.output], *arch.sizes], dtype=torch.int64)
         suffix = "f64" if dtype == torch.float64 else "f32"
+        self.lanes = 8 if dtype == torch.float64 else 16  # the widest tile
         self._train = getattr(lib, f"lr_train_{suffix}")
+        self._sgd = getattr(lib, f"lr_sgd_epoch_{suffix}")
         self._eval = getattr(lib, f"lr_eval_{suffix}")
         self._shared: dict[int, Tensor] = {}
+        self.threads = 1
+        itemsize = 8 if dtype == torch.float64 else 4
+        self.sgd_lanes = max(1, KERNEL_CACHE_BYTES // (arch.n_params() * itemsize))
 
     def check(self, flat: Tensor, x: Tensor, y: Tensor) -> None:
         """What the C side assumes: `flat` a [K, P] view of member-innermost [P, K] storage,
@@ -515,23 +539,54 @@ class Kernel:
             self._shared = {n: torch.arange(n, dtype=torch.int64)}
         return self._shared[n]
 
+    def _run(self, fn: Any, K: int, args: Callable[[int, int], tuple[Any, ...]],
+             parallel: bool = True) -> None:
+        """fn(*args(k_begin, k_end)) over lane ranges (threads at once); raise on failure."""
+        parts = min(self.threads, -(-K // self.lanes)) if parallel else 1
+        if parts <= 1:
+            codes = [fn(*args(0, K))]
+        else:  # ranges of whole tiles
+            cut = [min(K, -(-K * i // parts // self.lanes) * self.lanes) for i in range(parts)]
+            ranges = list(zip(cut, [*cut[1:], K]))
+            codes = list(_pool(parts).map(lambda r: fn(*args(*r)), ranges))
+        for rc in codes:
+            if rc == 2:
+                raise MemoryError("nets_kernel.c: out of memory")
+            if rc:
+                raise RuntimeError(f"nets_kernel.c: configuration not supported ({rc})")
+
+    def _order(self, x: Tensor, order: Tensor | None) -> tuple[Tensor, int]:
+        if order is None:  # one shared batch: every member reads the rows in order
+            return self._arange(x.shape[0]), 0
+        return order, order.stride(0)
+
     def train(self, flat: Tensor, x: Tensor, y: Tensor, order: Tensor | None, lo: int, hi: int
               ) -> tuple[Tensor, Tensor]:
         """(summed batch loss [K], gradient of the mean batch loss, laid out like `flat`)."""
         K, P = flat.shape
         grads = torch.empty(P, K, dtype=flat.dtype).t()
         loss = torch.empty(K, dtype=torch.float64)
-        if order is None:  # one shared batch: every member reads rows lo:hi in order
-            idx, ldi = self._arange(x.shape[0]), 0
-        else:
-            idx, ldi = order, order.stride(0)
-        rc = self._train(self.cfg.data_ptr(), flat.data_ptr(), K, grads.data_ptr(), K,
-                         x.data_ptr(), y.data_ptr(), idx.data_ptr(), ldi, lo, hi - lo,
-                         loss.data_ptr())
-        if rc:
-            raise MemoryError("nets_kernel.c: out of memory") if rc == 2 else \
-                RuntimeError(f"nets_kernel.c: configuration not supported ({rc})")
+        idx, ldi = self._order(x, order)
+        big = K * (hi - lo) * P >= KERNEL_PARALLEL_MACS  # worth a thread hand-off per step
+        self._run(self._train, K, lambda a, b: (
+            self.cfg.data_ptr(), flat.data_ptr(), K, grads.data_ptr(), a, b, 0, x.data_ptr(),
+            y.data_ptr(), idx.data_ptr(), ldi, lo, hi - lo, loss.data_ptr()), big)
         return loss, grads
+
+    def sgd_epoch(self, flat: Tensor, x: Tensor, y: Tensor, order: Tensor | None,
+                  bounds: Sequence[tuple[int, int]], lrs: Tensor) -> Tensor:
+        """A whole epoch of plain SGD in place on `flat` (step s on positions bounds[s] with
+        lr lrs[s]: [steps, K]); returns the batch losses summed over the epoch [K]."""
+        K = flat.shape[0]
+        edges = torch.tensor([lo for lo, _ in bounds] + [bounds[-1][1]], dtype=torch.int64)
+        lrs = lrs.to(self.dtype).contiguous()
+        loss = torch.empty(K, dtype=torch.float64)
+        idx, ldi = self._order(x, order)
+        self._run(self._sgd, K, lambda a, b: (
+            self.cfg.data_ptr(), flat.data_ptr(), K, a, b, self.sgd_lanes, x.data_ptr(),
+            y.data_ptr(), idx.data_ptr(), ldi, edges.data_ptr(), len(bounds), lrs.data_ptr(),
+            lrs.stride(0), loss.data_ptr()))
+        return loss
 
     def evaluate(self, flat: Tensor, x: Tensor, y: Tensor, n_tr: int) -> Tensor:
         """[4, K] float64: summed loss and correct count on rows :n_tr, then on the rest."""
@@ -539,12 +594,15 @@ class Kernel:
         self.check(flat, x, y)
         K = flat.shape[0]
         out = torch.empty(4, K, dtype=torch.float64)
-        rc = self._eval(self.cfg.data_ptr(), flat.data_ptr(), K, K, x.data_ptr(),
-                        y.data_ptr(), x.shape[0], n_tr, out.data_ptr())
-        if rc:
-            raise MemoryError("nets_kernel.c: out of memory") if rc == 2 else \
-                RuntimeError(f"nets_kernel.c: configuration not supported ({rc})")
+        self._run(self._eval, K, lambda a, b: (
+            self.cfg.data_ptr(), flat.data_ptr(), K, K, a, b, 0, x.data_ptr(), y.data_ptr(),
+            x.shape[0], n_tr, out.data_ptr()))
         return out
+
+
+@functools.cache
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="lrlab-kernel")
 
 
 def kernel_cache_dir() -> Path:
@@ -567,9 +625,16 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
+KERNEL_FLAGS = (["-O2", "-fpeel-loops", "-fno-tree-vectorize", "-march=native"],
+                ["-O2", "-fpeel-loops", "-fno-tree-vectorize"])
+"""Tried in order. -O2 with complete peeling unrolls the register blocks as well as -O3 does,
+in two thirds of the compile time; the code is written with vectors, so no auto-vectorizer."""
+
+
 @functools.cache
 def _kernel_lib() -> ctypes.CDLL | None:
-    """Compile nets_kernel.c once per source, compiler and CPU (cached on disk) and load it."""
+    """Compile nets_kernel.c once per source, compiler and CPU (cached on disk) and load it.
+    The float32 and float64 halves are compiled at once (two processes), then linked."""
     global kernel_error
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or \
         shutil.which("clang")
@@ -577,7 +642,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
         kernel_error = "no C compiler (cc, gcc or clang) on PATH"
         return None
     src = KERNEL_SOURCE.read_bytes()
-    for flags in (["-O3", "-march=native"], ["-O3"]):
+    for flags in KERNEL_FLAGS:
         key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(flags).encode(),
                                          platform.machine().encode(), _cpu_id().encode()]))
         out = kernel_cache_dir() / f"nets_kernel-{key.hexdigest()[:16]}.so"
@@ -588,36 +653,53 @@ def _kernel_lib() -> ctypes.CDLL | None:
                     if fcntl is not None:  # one compile when processes start at once
                         fcntl.flock(lock, fcntl.LOCK_EX)
                     if not out.exists():
-                        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.so")
-                        cmd = [cc, *flags, "-shared", "-fPIC", "-std=gnu11", "-o", str(tmp),
-                               str(KERNEL_SOURCE), "-lm"]
-                        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-                        if r.returncode != 0:
-                            kernel_error = f"{' '.join(cmd)} failed: {r.stderr.strip()[-500:]}"
+                        error = _compile(cc, flags, out)
+                        if error:
+                            kernel_error = error
                             continue
-                        os.replace(tmp, out)
             lib = ctypes.CDLL(str(out))
         except (OSError, subprocess.SubprocessError) as exc:
             kernel_error = f"building or loading {out}: {exc}"
             continue
         p, i = ctypes.c_void_p, ctypes.c_int64
-        for name in ("lr_train_f32", "lr_train_f64"):
-            fn = getattr(lib, name)
-            fn.argtypes = [p, p, i, p, i, p, p, p, i, i, i, p]
-            fn.restype = ctypes.c_int
-        for name in ("lr_eval_f32", "lr_eval_f64"):
-            fn = getattr(lib, name)
-            fn.argtypes = [p, p, i, i, p, p, i, i, p]
-            fn.restype = ctypes.c_int
-        for name in ("lr_math_f32", "lr_math_f64"):
-            fn = getattr(lib, name)
-            fn.argtypes = [ctypes.c_int, p, i, p]
-            fn.restype = ctypes.c_int
+        signatures = {"train": [p, p, i, p, i, i, i, p, p, p, i, i, i, p],
+                      "sgd_epoch": [p, p, i, i, i, i, p, p, p, i, p, i, p, i, p],
+                      "eval": [p, p, i, i, i, i, i, p, p, i, i, p],
+                      "math": [ctypes.c_int, p, i, p]}
+        for name, args in signatures.items():
+            for suffix in ("f32", "f64"):
+                fn = getattr(lib, f"lr_{name}_{suffix}")
+                fn.argtypes, fn.restype = args, ctypes.c_int
         lib.lr_epoch_orders.argtypes = [p, i, i, i, p]
         lib.lr_epoch_orders.restype = None
         kernel_error = None
         return lib
     return None
+
+
+def _compile(cc: str, flags: list[str], out: Path) -> str | None:
+    """Build `out` (atomically); the error text when the compiler fails."""
+    stem = out.with_name(f"{out.stem}.{os.getpid()}")
+    objs = [stem.with_suffix(f".{part}.o") for part in (1, 2)]
+    try:
+        jobs = [subprocess.Popen([cc, *flags, "-fPIC", "-std=gnu11", f"-DLR_ONLY={part}", "-c",
+                                  "-o", str(obj), str(KERNEL_SOURCE)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for part, obj in zip((1, 2), objs)]
+        for job in jobs:
+            _, err = job.communicate(timeout=600)
+            if job.returncode != 0:
+                return f"{cc} {' '.join(flags)} nets_kernel.c failed: {err.strip()[-500:]}"
+        tmp = stem.with_suffix(".tmp.so")
+        r = subprocess.run([cc, "-shared", "-o", str(tmp), *map(str, objs), "-lm"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            return f"linking nets_kernel failed: {r.stderr.strip()[-500:]}"
+        os.replace(tmp, out)
+        return None
+    finally:
+        for obj in objs:
+            obj.unlink(missing_ok=True)
 
 
 def kernel_lib() -> ctypes.CDLL | None:

@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef LR_ONLY
+#define LR_ONLY 0 /* 0: both dtypes here; 1: float32 only; 2: float64 only (compiled apart) */
+#endif
 #define MAXL 64
 #define CHUNK 64
 enum { ACT_LINEAR = 0, ACT_RELU = 1, ACT_LEAKY = 2, ACT_TANH = 3, ACT_SIGMOID = 4 };
@@ -50,8 +53,11 @@ static void *scratch(size_t bytes) {
     return scratch_buf;
 }
 
-int lr_kernel_version(void) { return 1; }
+#if LR_ONLY != 2
+int lr_kernel_version(void) { return 2; }
+#endif
 
+#if LR_ONLY != 2
 /* ---------------------------------------------------------------- data orders
  * engine.epoch_order(seed, epoch, n) is np.random.default_rng([seed, 0x5EED, epoch])
  * .permutation(n). The same numbers here, K members at once: numpy's SeedSequence (O'Neill's
@@ -158,13 +164,20 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
         }
     }
 }
+#endif
 
 /* ---------------------------------------------------------------- instantiations */
+#if LR_ONLY != 2
 #define LR_T float
 #define LR_IT int32_t
 #define LR_ISD 0
 #define LR_V 16
 #define SUF f32_16
+#include "nets_kernel.c"
+#undef LR_V
+#undef SUF
+#define LR_V 8
+#define SUF f32_8
 #include "nets_kernel.c"
 #undef LR_V
 #undef SUF
@@ -181,12 +194,19 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 #undef LR_T
 #undef LR_IT
 #undef LR_ISD
+#endif
 
+#if LR_ONLY != 1
 #define LR_T double
 #define LR_IT int64_t
 #define LR_ISD 1
 #define LR_V 8
 #define SUF f64_8
+#include "nets_kernel.c"
+#undef LR_V
+#undef SUF
+#define LR_V 4
+#define SUF f64_4
 #include "nets_kernel.c"
 #undef LR_V
 #undef SUF
@@ -203,41 +223,63 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 #undef LR_T
 #undef LR_IT
 #undef LR_ISD
+#endif
 
 /* ---------------------------------------------------------------- entry points
- * K members; the widest lane count that fits K is used, the last tile overlapping the one
- * before it when K is not a multiple (the overlapped members are computed twice, identically).
+ * Members [k_begin, k_end) are cut into tiles of V lanes, widest first: V is the largest lane
+ * count <= min(vmax, members left) (vmax: a cap the caller may set so that a tile's
+ * parameters stay in cache; 0 = no cap). Every member is computed once, in its own lane.
  * Return 0 on success, 1 when the configuration is not supported, 2 when out of memory. */
 
-#define DISPATCH(RET, NAME, VA, VB, VC, SA, SB, SC, ...)                                   \
-    do {                                                                                \
-        int64_t V_ = K >= VA ? VA : (K >= VB ? VB : VC);                                \
-        for (int64_t k0 = 0; k0 < K; k0 += V_) {                                        \
-            int64_t s = k0 + V_ <= K ? k0 : K - V_;                                     \
-            int r_ = V_ == VA ? CAT(NAME, SA)(s, __VA_ARGS__)                           \
-                     : V_ == VB ? CAT(NAME, SB)(s, __VA_ARGS__)                         \
-                                : CAT(NAME, SC)(s, __VA_ARGS__);                        \
-            if (r_) return r_;                                                          \
-        }                                                                               \
-        return 0;                                                                       \
+#define TILES(NAME, TS, V1, V2, V3, V4, ...)                                                \
+    do {                                                                                 \
+        for (int64_t k0 = k_begin; k0 < k_end;) {                                        \
+            int64_t left = k_end - k0, cap = vmax > 0 && vmax < left ? vmax : left;      \
+            int64_t v = cap >= V1 ? V1 : cap >= V2 ? V2 : cap >= V3 ? V3 : V4;           \
+            int r_ = v == V1   ? CAT(NAME, CAT(TS, V1))(k0, __VA_ARGS__)                 \
+                     : v == V2 ? CAT(NAME, CAT(TS, V2))(k0, __VA_ARGS__)                 \
+                     : v == V3 ? CAT(NAME, CAT(TS, V3))(k0, __VA_ARGS__)                 \
+                               : CAT(NAME, CAT(TS, V4))(k0, __VA_ARGS__);                \
+            if (r_) return r_;                                                           \
+            k0 += v;                                                                     \
+        }                                                                                \
+        return 0;                                                                        \
     } while (0)
 
-/* Gradient of the mean batch loss for rows idx[k * ldi + b0 .. b0 + B) of X (member k's
- * order; ldi = 0 shares one order), the summed batch loss per member into loss[k]. */
-int lr_train_f32(const int64_t *cfg, const float *P, int64_t ldk, float *G, int64_t K,
-                 const float *X, const int64_t *y, const int64_t *idx, int64_t ldi, int64_t b0,
-                 int64_t B, double *loss) {
-    DISPATCH(int, train, 16, 4, 1, f32_16, f32_4, f32_1, cfg, P, ldk, G, X, y, idx, ldi, b0, B,
-             loss);
-}
+/* One step's gradients for members [k_begin, k_end): the mean batch loss's gradient for
+ * positions b0 .. b0 + B of each member's order (member k reads rows idx[k * ldi + b0 ..];
+ * ldi = 0 shares one order) into G (laid out like P), the summed batch loss into loss[k]. */
+#define TRAIN_ARGS(T)                                                                      \
+    const int64_t *cfg, const T *P, int64_t ldk, T *G, int64_t k_begin, int64_t k_end,     \
+        int64_t vmax, const T *X, const int64_t *y, const int64_t *idx, int64_t ldi,       \
+        int64_t b0, int64_t B, double *loss
+/* A whole epoch of plain SGD (torch.optim.SGD without momentum or weight decay) for members
+ * [k_begin, k_end): for step s, the gradient g of the mean batch loss on positions
+ * bounds[s] .. bounds[s+1] of each member's order, then P <- P + g * (-lr[s * ldl + k]) in
+ * place. loss[k] = the batch losses summed over the epoch's samples. Each tile runs the whole
+ * epoch before the next starts, so its parameters stay in cache. */
+#define SGD_ARGS(T)                                                                        \
+    const int64_t *cfg, T *P, int64_t ldk, int64_t k_begin, int64_t k_end, int64_t vmax,   \
+        const T *X, const int64_t *y, const int64_t *idx, int64_t ldi,                     \
+        const int64_t *bounds, int64_t steps, const T *lr, int64_t ldl, double *loss
+/* Loss and accuracy of members [k_begin, k_end) on the shared rows X[0..N): out[0*K+k] the
+ * summed loss and out[1*K+k] the correct count over rows < n_tr, out[2*K+k] and out[3*K+k]
+ * over the rest. */
+#define EVAL_ARGS(T)                                                                       \
+    const int64_t *cfg, const T *P, int64_t ldk, int64_t K, int64_t k_begin, int64_t k_end, \
+        int64_t vmax, const T *X, const int64_t *y, int64_t N, int64_t n_tr, double *out
 
-int lr_train_f64(const int64_t *cfg, const double *P, int64_t ldk, double *G, int64_t K,
-                 const double *X, const int64_t *y, const int64_t *idx, int64_t ldi, int64_t b0,
-                 int64_t B, double *loss) {
-    DISPATCH(int, train, 8, 2, 1, f64_8, f64_2, f64_1, cfg, P, ldk, G, X, y, idx, ldi, b0, B,
-             loss);
+#if LR_ONLY != 2
+int lr_train_f32(TRAIN_ARGS(float)) {
+    TILES(grad, f32, 16, 8, 4, 1, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
 }
-
+int lr_sgd_epoch_f32(SGD_ARGS(float)) {
+    TILES(sgd_epoch, f32, 16, 8, 4, 1, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
+          loss);
+}
+int lr_eval_f32(EVAL_ARGS(float)) {
+    TILES(evaluate, f32, 16, 8, 4, 1, cfg, P, ldk, K, X, y, N, n_tr, out);
+}
 /* The vector math, for tests: op 0 exp, 1 log, 2 log1p, 3 tanh, 4 sigmoid of x[0..n). */
 int lr_math_f32(int op, const float *x, int64_t n, float *out) {
     int64_t i = 0;
@@ -245,25 +287,26 @@ int lr_math_f32(int op, const float *x, int64_t n, float *out) {
     for (; i < n; i++) math_f32_1(op, x + i, out + i);
     return 0;
 }
+#endif
 
+#if LR_ONLY != 1
+int lr_train_f64(TRAIN_ARGS(double)) {
+    TILES(grad, f64, 8, 4, 2, 1, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
+}
+int lr_sgd_epoch_f64(SGD_ARGS(double)) {
+    TILES(sgd_epoch, f64, 8, 4, 2, 1, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
+          loss);
+}
+int lr_eval_f64(EVAL_ARGS(double)) {
+    TILES(evaluate, f64, 8, 4, 2, 1, cfg, P, ldk, K, X, y, N, n_tr, out);
+}
 int lr_math_f64(int op, const double *x, int64_t n, double *out) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) math_f64_8(op, x + i, out + i);
     for (; i < n; i++) math_f64_1(op, x + i, out + i);
     return 0;
 }
-
-/* Loss and accuracy of every member on the shared rows X[0..N): out[0*K+k] summed loss and
- * out[1*K+k] correct count over rows < n_tr, out[2*K+k], out[3*K+k] over the rest. */
-int lr_eval_f32(const int64_t *cfg, const float *P, int64_t ldk, int64_t K, const float *X,
-                const int64_t *y, int64_t N, int64_t n_tr, double *out) {
-    DISPATCH(int, evaluate, 16, 4, 1, f32_16, f32_4, f32_1, cfg, P, ldk, K, X, y, N, n_tr, out);
-}
-
-int lr_eval_f64(const int64_t *cfg, const double *P, int64_t ldk, int64_t K, const double *X,
-                const int64_t *y, int64_t N, int64_t n_tr, double *out) {
-    DISPATCH(int, evaluate, 8, 2, 1, f64_8, f64_2, f64_1, cfg, P, ldk, K, X, y, N, n_tr, out);
-}
+#endif
 
 #else /* ================================================================ one (T, V) body */
 
@@ -403,7 +446,7 @@ AI VT FN(vtanh)(VT x) {
     return FN(sel)(a >= (T)0.625, big, small);
 }
 
-static void FN(math)(int op, const T *x, T *out) {
+__attribute__((unused)) static void FN(math)(int op, const T *x, T *out) {
     VT v = FN(ld)(x);
     switch (op) {
     case 0: v = FN(vexp)(v); break;
@@ -441,29 +484,31 @@ AI VT FN(act_back)(int act, VT d, VT a) {
  * Parameters (and gradients): cell q at P[q * ldk] (the tile's first lane already added).
  * An input given as shared rows X (bx) broadcasts X[b * fi + i] to every lane. */
 
-/* Z[b][o] = bias[o] + sum_i A[b][i] W[i][o]; the activation (or none, on the output layer)
- * applied on the way out. NR x NC register block at rows b.., outputs o..; 8 rows share each
- * load of W (one pass over a large first layer serves a whole batch of 8). */
-AI void FN(fwd_blk)(const int NR, const int NC, int b, int o, int fi, int fo, const T *A,
-                    const T *X, const T *W, int64_t ldk, T *Z, int act) {
+/* Z[b][o] = bias[o] + sum_i A[b][i] W[i][o] over i in [i0, i1): the first part starts from
+ * the bias, later parts from Z; the last applies the activation (none on the output layer,
+ * act < 0). NR x NC register block at rows b.., outputs o..; 8 rows share each load of W. */
+AI void FN(fwd_blk)(const int NR, const int NC, const int BC, int b, int o, int i0, int i1,
+                    int fi, int fo, const T *A, const T *X, const T *W, int64_t ldk, T *Z,
+                    int act) {
     VT acc[8][2];
     for (int c = 0; c < NC; c++) {
         VT bias = FN(ld)(W + ((int64_t)fi * fo + o + c) * ldk);
-        for (int r = 0; r < NR; r++) acc[r][c] = bias;
+        for (int r = 0; r < NR; r++)
+            acc[r][c] = i0 == 0 ? bias : FN(ld)(Z + ((int64_t)(b + r) * fo + o + c) * V);
     }
-    for (int i = 0; i < fi; i++) {
+    for (int i = i0; i < i1; i++) {
         VT w[2];
         for (int c = 0; c < NC; c++) w[c] = FN(ld)(W + ((int64_t)i * fo + o + c) * ldk);
         for (int r = 0; r < NR; r++) {
-            VT a = X ? FN(bc)(X[(int64_t)(b + r) * fi + i])
-                     : FN(ld)(A + ((int64_t)(b + r) * fi + i) * V);
+            VT a = BC ? FN(bc)(X[(int64_t)(b + r) * fi + i])
+                      : FN(ld)(A + ((int64_t)(b + r) * fi + i) * V);
             for (int c = 0; c < NC; c++) acc[r][c] += a * w[c];
         }
     }
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++)
-            FN(st)(Z + ((int64_t)(b + r) * fo + o + c) * V, act < 0 ? acc[r][c]
-                                                                 : FN(act)(act, acc[r][c]));
+            FN(st)(Z + ((int64_t)(b + r) * fo + o + c) * V,
+                   act < 0 || i1 < fi ? acc[r][c] : FN(act)(act, acc[r][c]));
 }
 
 #define ROW_BLOCKS(CALL)                                                                   \
@@ -475,25 +520,41 @@ AI void FN(fwd_blk)(const int NR, const int NC, int b, int o, int fi, int fo, co
         if (b < nb) CALL(1);                                                               \
     } while (0)
 
+#define ICHUNK 256 /* fan-in per pass: a part of W that stays in L2 while all rows use it */
+
 static void FN(forward)(int nb, int fi, int fo, const T *A, const T *X, const T *W,
                         int64_t ldk, T *Z, int act) {
-#define FWD(NR)                                                                            \
+    for (int i0 = 0; i0 < fi; i0 += ICHUNK) {
+        int i1 = fi - i0 < ICHUNK ? fi : i0 + ICHUNK;
+#define FWD(NR, BC)                                                                        \
     do {                                                                                   \
         int o = 0;                                                                         \
-        for (; o + 2 <= fo; o += 2) FN(fwd_blk)(NR, 2, b, o, fi, fo, A, X, W, ldk, Z, act); \
-        if (o < fo) FN(fwd_blk)(NR, 1, b, o, fi, fo, A, X, W, ldk, Z, act);               \
+        for (; o + 2 <= fo; o += 2)                                                        \
+            FN(fwd_blk)(NR, 2, BC, b, o, i0, i1, fi, fo, A, X, W, ldk, Z, act);           \
+        if (o < fo) FN(fwd_blk)(NR, 1, BC, b, o, i0, i1, fi, fo, A, X, W, ldk, Z, act);   \
     } while (0)
-    ROW_BLOCKS(FWD);
+#define FWD_A(NR) FWD(NR, 0)
+#define FWD_X(NR) FWD(NR, 1) /* inputs X shared by all lanes: broadcast */
+        if (X)
+            ROW_BLOCKS(FWD_X);
+        else
+            ROW_BLOCKS(FWD_A);
 #undef FWD
+#undef FWD_A
+#undef FWD_X
+    }
 }
 
-/* G_W[i][o] (+)= sum_b A[b][i] D[b][o] over the chunk's rows (first chunk: from zero). */
+/* The chunk's weight gradient sum_b A[b][i] D[b][o], and where it goes: mode 0 stores it in
+ * G[i][o], mode 1 adds it to G[i][o] (a later chunk of the same batch), mode 2 applies it as
+ * plain SGD, G[i][o] <- G[i][o] + grad * nlr (G is then the parameters, nlr = -lr). */
 AI void FN(dw_blk)(const int NR, const int NC, int i, int o, int nb, int fi, int fo,
-                   const T *A, const T *D, T *G, int64_t ldk, int first) {
+                   const T *A, const T *D, T *G, int64_t ldk, int mode, VT nlr) {
     VT acc[4][4];
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++)
-            acc[r][c] = first ? FN(bc)((T)0) : FN(ld)(G + ((int64_t)(i + r) * fo + o + c) * ldk);
+            acc[r][c] = mode == 1 ? FN(ld)(G + ((int64_t)(i + r) * fo + o + c) * ldk)
+                                  : FN(bc)((T)0);
     for (int b = 0; b < nb; b++) {
         VT d[4];
         for (int c = 0; c < NC; c++) d[c] = FN(ld)(D + ((int64_t)b * fo + o + c) * V);
@@ -503,27 +564,30 @@ AI void FN(dw_blk)(const int NR, const int NC, int i, int o, int nb, int fi, int
         }
     }
     for (int r = 0; r < NR; r++)
-        for (int c = 0; c < NC; c++) FN(st)(G + ((int64_t)(i + r) * fo + o + c) * ldk, acc[r][c]);
+        for (int c = 0; c < NC; c++) {
+            T *g = G + ((int64_t)(i + r) * fo + o + c) * ldk;
+            FN(st)(g, mode == 2 ? FN(ld)(g) + acc[r][c] * nlr : acc[r][c]);
+        }
 }
 
 static void FN(weight_grads)(int nb, int fi, int fo, const T *A, const T *D, T *G, int64_t ldk,
-                             int first) {
+                             int mode, VT nlr) {
     int i = 0;
     for (; i + 4 <= fi; i += 4) {
         int o = 0;
-        for (; o + 4 <= fo; o += 4) FN(dw_blk)(4, 4, i, o, nb, fi, fo, A, D, G, ldk, first);
-        for (; o < fo; o++) FN(dw_blk)(4, 1, i, o, nb, fi, fo, A, D, G, ldk, first);
+        for (; o + 4 <= fo; o += 4) FN(dw_blk)(4, 4, i, o, nb, fi, fo, A, D, G, ldk, mode, nlr);
+        for (; o < fo; o++) FN(dw_blk)(4, 1, i, o, nb, fi, fo, A, D, G, ldk, mode, nlr);
     }
     for (; i < fi; i++) {
         int o = 0;
-        for (; o + 4 <= fo; o += 4) FN(dw_blk)(1, 4, i, o, nb, fi, fo, A, D, G, ldk, first);
-        for (; o < fo; o++) FN(dw_blk)(1, 1, i, o, nb, fi, fo, A, D, G, ldk, first);
+        for (; o + 4 <= fo; o += 4) FN(dw_blk)(1, 4, i, o, nb, fi, fo, A, D, G, ldk, mode, nlr);
+        for (; o < fo; o++) FN(dw_blk)(1, 1, i, o, nb, fi, fo, A, D, G, ldk, mode, nlr);
     }
-    T *gb = G + (int64_t)fi * fo * ldk; /* bias: G_b[o] (+)= sum_b D[b][o] */
+    T *gb = G + (int64_t)fi * fo * ldk; /* the bias: sum_b D[b][o] */
     for (int o = 0; o < fo; o++) {
-        VT acc = first ? FN(bc)((T)0) : FN(ld)(gb + o * ldk);
+        VT acc = mode == 1 ? FN(ld)(gb + o * ldk) : FN(bc)((T)0);
         for (int b = 0; b < nb; b++) acc += FN(ld)(D + ((int64_t)b * fo + o) * V);
-        FN(st)(gb + o * ldk, acc);
+        FN(st)(gb + o * ldk, mode == 2 ? FN(ld)(gb + o * ldk) + acc * nlr : acc);
     }
 }
 
@@ -563,7 +627,7 @@ static void FN(delta_down)(int nb, int fi, int fo, const T *D, const T *W, int64
 /* ---------------------------------------------------------------- loss (nets.loss_terms)
  * Row b's logits Z[b][0..C): its loss per lane, its correctness (1/0) per lane, and, when D is
  * given, dLoss_row/dz * scale into D[b][..]. */
-AI VT FN(row_loss)(int out, int C, const T *Z, VI y, T *D, T scale, VT *correct) {
+static VT FN(row_loss)(int out, int C, const T *Z, VI y, T *D, T scale, VT *correct) {
     if (out == OUT_SIGMOID && C == 1) {
         VT z = FN(ld)(Z);
         VT t = FN(sel)(y == 1, FN(bc)((T)1), FN(bc)((T)0));
@@ -626,8 +690,8 @@ AI VT FN(row_loss)(int out, int C, const T *Z, VI y, T *D, T scale, VT *correct)
 /* ---------------------------------------------------------------- one tile of V members */
 
 typedef struct {
-    int L, act, out, width, sizes[MAXL + 1];
-    int64_t off[MAXL];
+    int L, act, out, width, hidden_width, sizes[MAXL + 1];
+    int64_t off[MAXL], P;
 } FN(net_t);
 
 static int FN(parse)(const int64_t *cfg, FN(net_t) *n) {
@@ -635,51 +699,71 @@ static int FN(parse)(const int64_t *cfg, FN(net_t) *n) {
     n->act = (int)cfg[1];
     n->out = (int)cfg[2];
     if (n->L < 1 || n->L > MAXL) return 1;
-    int64_t off = 0;
-    n->width = 0;
+    n->width = n->hidden_width = 0;
     for (int l = 0; l <= n->L; l++) {
         n->sizes[l] = (int)cfg[3 + l];
         if (n->sizes[l] > n->width) n->width = n->sizes[l];
+        if (l > 0 && n->sizes[l] > n->hidden_width) n->hidden_width = n->sizes[l];
     }
+    int64_t off = 0;
     for (int l = 0; l < n->L; l++) {
         n->off[l] = off;
         off += ((int64_t)n->sizes[l] + 1) * n->sizes[l + 1];
     }
+    n->P = off;
     return 0;
 }
 
-static int FN(train)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, T *G,
-                     const T *X, const int64_t *y, const int64_t *idx, int64_t ldi, int64_t b0,
-                     int64_t B, double *loss) {
-    FN(net_t) n;
-    if (FN(parse)(cfg, &n)) return 1;
-    int L = n.L, d = n.sizes[0];
-    /* scratch: activations of every layer (A[0] = the gathered inputs), two deltas, labels */
+/* Scratch of one tile's step: every layer's activations for CHUNK rows (A[0] = the gathered
+ * inputs), two deltas, the labels, and (update mode, batches over CHUNK rows) a gradient. */
+typedef struct {
+    T *A[MAXL + 1], *D, *Dn, *G;
+    LR_IT *lab;
+} FN(ws_t);
+
+static int FN(workspace)(const FN(net_t) *n, int with_g, FN(ws_t) *w) {
     int64_t cells = 0, aoff[MAXL + 1];
-    for (int l = 0; l <= L; l++) {
+    for (int l = 0; l <= n->L; l++) {
         aoff[l] = cells;
-        cells += (int64_t)CHUNK * n.sizes[l];
+        cells += (int64_t)CHUNK * n->sizes[l];
     }
     int64_t doff = cells;
-    cells += 2 * (int64_t)CHUNK * n.width;
+    cells += 2 * (int64_t)CHUNK * n->width;
+    int64_t goff = cells;
+    if (with_g) cells += n->P;
     T *ws = scratch((size_t)(cells * V) * sizeof(T) + (size_t)CHUNK * V * sizeof(LR_IT));
     if (!ws) return 2;
-    LR_IT *lab = (LR_IT *)(ws + cells * V);
-    const T *Pk = P + k0;
-    T *Gk = G + k0;
+    for (int l = 0; l <= n->L; l++) w->A[l] = ws + aoff[l] * V;
+    w->D = ws + doff * V;
+    w->Dn = w->D + (int64_t)CHUNK * n->width * V;
+    w->G = with_g ? ws + goff * V : NULL;
+    w->lab = (LR_IT *)(ws + cells * V);
+    return 0;
+}
+
+/* One batch for the tile's lanes (P, idx already at the tile's first lane): rows
+ * idx[l * ldi + lo .. hi) of X for lane l. Gradient mode (G given): the gradient of the mean
+ * batch loss into G (cell q at G[q * ldk]). SGD mode (G NULL): P <- P + gradient * nlr.
+ * Adds the summed batch loss to *lsum. */
+static void FN(batch)(const FN(net_t) *n, FN(ws_t) *w, T *P, int64_t ldk, T *G, const T *X,
+                      const int64_t *y, const int64_t *idx, int64_t ldi, int64_t lo,
+                      int64_t hi, VT nlr, VD *lsum) {
+    int L = n->L, d = n->sizes[0], C = n->sizes[L];
+    int64_t B = hi - lo;
     const T scale = (T)(1.0 / (double)B);
-    VD lsum = (VD){0};
+    int sgd = G == NULL, direct = sgd && B <= CHUNK; /* SGD on one chunk: no gradient buffer */
+    T *Gt = sgd ? w->G : G;
+    int64_t ldg = sgd ? V : ldk;
     for (int64_t c0 = 0; c0 < B; c0 += CHUNK) {
         int nb = (int)(B - c0 < CHUNK ? B - c0 : CHUNK);
-        T *A0 = ws + aoff[0] * V;
         for (int b = 0; b < nb; b++) { /* gather each lane's row and label */
             const T *src[V];
             for (int l = 0; l < V; l++) {
-                int64_t row = idx[(k0 + l) * ldi + b0 + c0 + b];
+                int64_t row = idx[l * ldi + lo + c0 + b];
                 src[l] = X + row * d;
-                lab[b * V + l] = (LR_IT)y[row];
+                w->lab[b * V + l] = (LR_IT)y[row];
             }
-            T *dst = A0 + (int64_t)b * d * V;
+            T *dst = w->A[0] + (int64_t)b * d * V;
             for (int i0 = 0; i0 < d; i0 += 16) { /* 16 destination lines stay in L1 */
                 int ni = d - i0 < 16 ? d - i0 : 16;
                 for (int l = 0; l < V; l++)
@@ -687,46 +771,85 @@ static int FN(train)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, T 
             }
         }
         for (int l = 0; l < L; l++)
-            FN(forward)(nb, n.sizes[l], n.sizes[l + 1], ws + aoff[l] * V, NULL, Pk + n.off[l] * ldk,
-                        ldk, ws + aoff[l + 1] * V, l == L - 1 ? -1 : n.act);
-        int C = n.sizes[L];
-        T *D = ws + doff * V, *Dn = D + (int64_t)CHUNK * n.width * V;
+            FN(forward)(nb, n->sizes[l], n->sizes[l + 1], w->A[l], NULL, P + n->off[l] * ldk,
+                        ldk, w->A[l + 1], l == L - 1 ? -1 : n->act);
+        T *D = w->D, *Dn = w->Dn;
         for (int b = 0; b < nb; b++) {
             VT corr;
-            VT lb = FN(row_loss)(n.out, C, ws + (aoff[L] + (int64_t)b * C) * V,
-                                 FN(ldi)(lab + b * V), D + (int64_t)b * C * V, scale, &corr);
-            lsum += FN(wide)(lb);
+            VT lb = FN(row_loss)(n->out, C, w->A[L] + (int64_t)b * C * V,
+                                 FN(ldi)(w->lab + b * V), D + (int64_t)b * C * V, scale, &corr);
+            *lsum += FN(wide)(lb);
         }
         for (int l = L - 1; l >= 0; l--) {
-            int fi = n.sizes[l], fo = n.sizes[l + 1];
-            const T *A = ws + aoff[l] * V;
-            FN(weight_grads)(nb, fi, fo, A, D, Gk + n.off[l] * ldk, ldk, c0 == 0);
-            if (l > 0) {
-                FN(delta_down)(nb, fi, fo, D, Pk + n.off[l] * ldk, ldk, A, Dn, n.act);
-                T *t = D;
-                D = Dn;
-                Dn = t;
-            }
+            int fi = n->sizes[l], fo = n->sizes[l + 1];
+            if (l > 0) /* before W_l changes (direct SGD) */
+                FN(delta_down)(nb, fi, fo, D, P + n->off[l] * ldk, ldk, w->A[l], Dn, n->act);
+            if (direct)
+                FN(weight_grads)(nb, fi, fo, w->A[l], D, P + n->off[l] * ldk, ldk, 2, nlr);
+            else
+                FN(weight_grads)(nb, fi, fo, w->A[l], D, Gt + n->off[l] * ldg, ldg, c0 > 0,
+                                 nlr);
+            T *t = D;
+            D = Dn;
+            Dn = t;
         }
     }
+    if (sgd && !direct) /* the whole batch's gradient, applied once */
+        for (int64_t q = 0; q < n->P; q++)
+            FN(st)(P + q * ldk, FN(ld)(P + q * ldk) + FN(ld)(Gt + q * V) * nlr);
+}
+
+static int FN(grad)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, T *G, const T *X,
+                    const int64_t *y, const int64_t *idx, int64_t ldi, int64_t b0, int64_t B,
+                    double *loss) {
+    FN(net_t) n;
+    FN(ws_t) w;
+    if (FN(parse)(cfg, &n)) return 1;
+    if (FN(workspace)(&n, 0, &w)) return 2;
+    VD lsum = (VD){0};
+    FN(batch)(&n, &w, (T *)P + k0, ldk, G + k0, X, y, idx + k0 * ldi, ldi, b0, b0 + B,
+              FN(bc)((T)0), &lsum);
     for (int l = 0; l < V; l++) loss[k0 + l] = lsum[l];
     return 0;
 }
+
+static int FN(sgd_epoch)(int64_t k0, const int64_t *cfg, T *P, int64_t ldk, const T *X,
+                         const int64_t *y, const int64_t *idx, int64_t ldi,
+                         const int64_t *bounds, int64_t steps, const T *lr, int64_t ldl,
+                         double *loss) {
+    FN(net_t) n;
+    FN(ws_t) w;
+    if (FN(parse)(cfg, &n)) return 1;
+    int64_t most = 0;
+    for (int64_t s = 0; s < steps; s++)
+        if (bounds[s + 1] - bounds[s] > most) most = bounds[s + 1] - bounds[s];
+    if (FN(workspace)(&n, most > CHUNK, &w)) return 2;
+    VD lsum = (VD){0};
+    for (int64_t s = 0; s < steps; s++)
+        FN(batch)(&n, &w, P + k0, ldk, NULL, X, y, idx + k0 * ldi, ldi, bounds[s],
+                  bounds[s + 1], -FN(ld)(lr + s * ldl + k0), &lsum);
+    for (int l = 0; l < V; l++) loss[k0 + l] = lsum[l];
+    return 0;
+}
+
+#define ECHUNK_BYTES (256 * 1024) /* activations of an evaluation chunk: about half of L2 */
 
 static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, int64_t K,
                         const T *X, const int64_t *y, int64_t N, int64_t n_tr, double *out) {
     FN(net_t) n;
     if (FN(parse)(cfg, &n)) return 1;
     int L = n.L, d = n.sizes[0], C = n.sizes[L];
-    int64_t cells = 2 * (int64_t)CHUNK * n.width; /* ping-pong activations */
-    T *ws = scratch((size_t)(cells * V) * sizeof(T) + (size_t)CHUNK * V * sizeof(LR_IT));
+    int64_t rows = ECHUNK_BYTES / ((int64_t)n.hidden_width * V * (int64_t)sizeof(T));
+    rows = rows < 8 ? 8 : rows > 512 ? 512 : rows;
+    int64_t cells = 2 * rows * n.hidden_width; /* ping-pong activations (inputs read from X) */
+    T *ws = scratch((size_t)(cells * V) * sizeof(T) + (size_t)rows * V * sizeof(LR_IT));
     if (!ws) return 2;
     LR_IT *lab = (LR_IT *)(ws + cells * V);
     const T *Pk = P + k0;
     VD sums[4] = {(VD){0}, (VD){0}, (VD){0}, (VD){0}};
-    for (int64_t c0 = 0; c0 < N; c0 += CHUNK) {
-        int nb = (int)(N - c0 < CHUNK ? N - c0 : CHUNK);
-        T *A = ws, *Z = ws + (int64_t)CHUNK * n.width * V;
+    for (int64_t c0 = 0; c0 < N; c0 += rows) {
+        int nb = (int)(N - c0 < rows ? N - c0 : rows);
+        T *A = ws, *Z = ws + rows * n.hidden_width * V;
         for (int l = 0; l < L; l++) {
             FN(forward)(nb, n.sizes[l], n.sizes[l + 1], A, l == 0 ? X + c0 * d : NULL,
                         Pk + n.off[l] * ldk, ldk, Z, l == L - 1 ? -1 : n.act);
@@ -745,7 +868,6 @@ static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk,
             sums[part + 1] += FN(wide)(corr);
         }
     }
-    (void)d;
     for (int p = 0; p < 4; p++)
         for (int l = 0; l < V; l++) out[p * K + k0 + l] = sums[p][l];
     return 0;
