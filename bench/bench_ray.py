@@ -5,7 +5,8 @@ the same sweep twice (the first pays for starting workers that import torch, the
 them warm). Starting and stopping the instance is timed separately. The sweeps write their
 store (no report). Two compositions: one cohort of 24 (Ray can only add overhead) and four
 cohorts of 6 (Ray runs two at once on two CPUs; a local run runs them one after another).
-Medians of the repeats; ratios against local.
+The driver uses one torch thread, as each Ray task does. Medians of the repeats; ratios
+against local.
 
     .venv/bin/python bench/bench_ray.py [--repeats 3] [--epochs 100]
 """
@@ -33,9 +34,9 @@ def spec(cap: int, epochs: int, backend: str) -> dict:
             "run": {"max_members_per_cohort": cap, "probes": False, "backend": backend}}
 
 
-def timed(fn) -> float:
+def timed(fn, *args) -> float:
     t = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t
 
 
@@ -45,7 +46,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     args = ap.parse_args()
 
+    import torch
+
     from lrlab import distributed, runner
+
+    torch.set_num_threads(1)  # as a Ray worker has (one CPU per task): compare like with like
 
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     n = [0]
@@ -60,12 +65,12 @@ def main() -> None:
     for cap in (24, 6):
         rows = results.setdefault(f"{24 // cap} cohort(s) of {cap}", {})
         for _ in range(args.repeats):
-            rows.setdefault("local", []).append(timed(lambda: run(cap, "local")))
+            rows.setdefault("local", []).append(timed(run, cap, "local"))
             t0 = time.perf_counter()
             with distributed.session(None, num_cpus=2):
                 t_up = time.perf_counter() - t0
-                rows.setdefault("ray, first sweep", []).append(timed(lambda: run(cap, "ray")))
-                rows.setdefault("ray, warm workers", []).append(timed(lambda: run(cap, "ray")))
+                rows.setdefault("ray, first sweep", []).append(timed(run, cap, "ray"))
+                rows.setdefault("ray, warm workers", []).append(timed(run, cap, "ray"))
                 t1 = time.perf_counter()
             t_down = time.perf_counter() - t1
             rows.setdefault("ray start + stop", []).append(t_up + t_down)

@@ -400,13 +400,13 @@ def sweep(
     with _backend_session(s, backend) as run:  # reaches a Ray cluster before writing anything
         created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
-        try:
-            with _folder_lock(directory):
+        with _folder_lock(directory):  # (another writer: LrlabError, and its folder stays)
+            try:
                 _run(s, datasets, directory, resuming, run, progress, command)
-        except LrlabError:
-            if created:  # bad input found late: leave nothing behind
-                shutil.rmtree(directory, ignore_errors=True)
-            raise
+            except LrlabError:
+                if created:  # bad input found late: leave nothing behind
+                    shutil.rmtree(directory, ignore_errors=True)
+                raise
     if report:
         from lrlab import report as report_mod
 
