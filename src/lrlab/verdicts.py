@@ -265,7 +265,12 @@ class _Run:
         at = f"At lr {lr:g}" if lr is not None else "In this run"
         if self.phase > 0:
             e0 = self.epochs[self.start] if self.epochs else 0
-            at += f" (phase {self.phase + 1}, from epoch {e0})"
+            before = (self.v.setup.get("phases") or [])[: self.phase]
+            after = "; ".join(f"{p['epochs']} epochs at lr {p['lr']:g}" +
+                              (f", batch {p['batch_size']}" if p.get("batch_size") else "")
+                              for p in before)
+            at += f" (phase {self.phase + 1}, from epoch {e0}" + (
+                f", after {after})" if after else ")")
         return at
 
 
@@ -472,17 +477,27 @@ def saturated(v: RunView) -> Finding | None:
     if frac < SAT_LAYER_MIN:
         return None
     init = r.first(f"sat_frac_l{worst}") or 0.0
+    at_init = r.series(f"sat_frac_l{worst}", window=False)[0][1]
     since = _since(r.series(f"sat_frac_l{worst}"), SAT_LAYER_MIN)
+    others = {lay: x for lay, x in finals.items() if lay != worst and x >= SAT_LAYER_MIN}
     act = v.setup.get("activation", "sigmoid") if worst != out_layer else "sigmoid"
     thr, slope, peak = (2.0, 0.071, 1.0) if act == "tanh" else (4.0, 0.018, 0.25)
     ev: dict[str, Any] = {"sat_layer": worst, "sat_frac_layer": _r(frac),
                           "sat_since_epoch": since, "sat_frac_layer_init": _r(init),
+                          "sat_frac_layer_at_init": _r(at_init),
                           "sat_frac": _r(r.last("sat_frac")), "lr": _r(r.lr)}
     kind = "output" if worst == out_layer else f"layer-{worst} {act}"
     text = (f"{r.where()} {_pct(frac)} of the {kind} activations are saturated (|z| > {thr:g}, "
             f"where the {act}'s slope is below {slope} against {peak} at its centre)")
     text += f" from epoch {since} on" if since is not None else ""
-    text += f" (at the start: {_pct(init)}). "
+    text += (f" (at the start of this phase {_pct(init)}, at initialisation {_pct(at_init)})"
+             if r.phase > 0 else f" (at the start: {_pct(init)})")
+    if others:
+        ev.update({f"sat_frac_l{lay}": _r(x) for lay, x in others.items()})
+        text += ", and so are " + ", ".join(
+            f"{_pct(x)} of layer {lay}'s" if lay != out_layer else f"{_pct(x)} of the output's"
+            for lay, x in sorted(others.items()))
+    text += ". "
     g_all = r.series(f"grad_norm_l{worst}", window=False)
     g_now = r.last(f"grad_norm_l{worst}")
     w_all = r.series(f"weight_norm_l{worst}", window=False)
@@ -495,7 +510,7 @@ def saturated(v: RunView) -> Finding | None:
     if w_all and len(w_all) > 1:
         ev.update(weight_norm_layer_init=_r(w_all[0][1]), weight_norm_layer=_r(w_all[-1][1]))
         if w_all[-1][1] > 2 * w_all[0][1]:
-            text += (f"The layer's weights grew from norm {w_all[0][1]:.3g} to "
+            text += (f"Layer {worst}'s weights grew from norm {w_all[0][1]:.3g} to "
                      f"{w_all[-1][1]:.3g}, which is what drove the pre-activations into the "
                      "flat tails. ")
     d = r.drop()
