@@ -233,3 +233,24 @@ def test_sgd_epoch_equals_steps_and_threads_change_nothing():
         assert torch.equal(results[0][1], results[1][1])
         for a, b in zip(results[0][2], results[1][2]):
             assert torch.equal(a, b)
+
+
+def test_evaluation_with_a_gemm_first_layer(monkeypatch):
+    """A wide first layer is evaluated as one GEMM over all members (in parts of the samples,
+    the train/val boundary inside a part): the same numbers as the torch path."""
+    monkeypatch.setattr(nets, "KERNEL_GEMM_FIRST", 1)
+    monkeypatch.setattr(nets, "KERNEL_GEMM_BYTES", 7 * 8 * 8 * 40)  # parts of 40 rows
+    g = torch.Generator().manual_seed(6)
+    for output, classes in OUTS:
+        for layers in ((7, 8), (7,)):
+            arch = nets.Arch((6, *layers[:-1], nets.output_dim(output, classes))
+                             if len(layers) == 1 else (6, *layers,
+                                                       nets.output_dim(output, classes)),
+                             "sigmoid", output)
+            x = torch.randn(150, 6, generator=g, dtype=torch.float64)
+            y = torch.randint(0, classes, (150,), generator=g)
+            params = _params(arch, 8, torch.float64)
+            kern = nets.kernel_for(arch, "cpu", torch.float64)
+            fast, slow = nets.Stack(arch, params, x, y, kern), nets.Stack(arch, params, x, y)
+            for ef, es in zip(fast.evaluate(x, y, 97), slow.evaluate(x, y, 97)):
+                torch.testing.assert_close(ef, es, rtol=1e-12, atol=1e-13)

@@ -478,9 +478,12 @@ KERNEL_SOURCE = Path(__file__).with_name("nets_kernel.c")
 KERNEL_ACTIVATIONS = {"linear": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
 KERNEL_OUTPUTS = {"softmax": 0, "sigmoid": 1, "quadratic": 2}
 KERNEL_MAX_LAYERS = 64
-KERNEL_CACHE_BYTES = 512 * 1024
-"""A tile of SGD lanes keeps its parameters within this many bytes (about half of a 1.25 MB
-L2): a whole epoch then runs from cache, member after member group (nets_kernel.c)."""
+KERNEL_GEMM_FIRST = 8192
+"""Evaluation computes a first layer with at least this many weights per member (fan-in x
+fan-out; MNIST's 784 x 20) as one BLAS GEMM over all members: the kernel's own loops reach
+about a third of the GEMM's rate there."""
+KERNEL_GEMM_BYTES = 8 << 20
+"""... and takes the samples in parts whose products fill about this many bytes."""
 KERNEL_PARALLEL_MACS = 2_000_000
 """Per-step work (members x batch x parameters) above which one step is split over threads."""
 kernel_error: str | None = None
@@ -518,8 +521,7 @@ class Kernel:
         self._eval = getattr(lib, f"lr_eval_{suffix}")
         self._shared: dict[int, Tensor] = {}
         self.threads = 1
-        itemsize = 8 if dtype == torch.float64 else 4
-        self.sgd_lanes = max(1, KERNEL_CACHE_BYTES // (arch.n_params() * itemsize))
+        self.sgd_lanes = 0  # no cap: the widest tiles were fastest even where W leaves L2
 
     def check(self, flat: Tensor, x: Tensor, y: Tensor) -> None:
         """What the C side assumes: `flat` a [K, P] view of member-innermost [P, K] storage,
@@ -589,14 +591,36 @@ class Kernel:
         return loss
 
     def evaluate(self, flat: Tensor, x: Tensor, y: Tensor, n_tr: int) -> Tensor:
-        """[4, K] float64: summed loss and correct count on rows :n_tr, then on the rest."""
+        """[4, K] float64: summed loss and correct count on rows :n_tr, then on the rest.
+
+        A wide first layer (KERNEL_GEMM_FIRST multiply-adds per sample and member or more) is
+        one BLAS GEMM over all members instead: the member-innermost W1 is a [d, h*K] matrix,
+        and x @ it holds every member's products, which the kernel takes from there."""
         x, y = x.contiguous(), y.contiguous()
         self.check(flat, x, y)
-        K = flat.shape[0]
-        out = torch.empty(4, K, dtype=torch.float64)
-        self._run(self._eval, K, lambda a, b: (
-            self.cfg.data_ptr(), flat.data_ptr(), K, K, a, b, 0, x.data_ptr(), y.data_ptr(),
-            x.shape[0], n_tr, out.data_ptr()))
+        K, (d, h) = flat.shape[0], self.arch.sizes[:2]
+        out = torch.zeros(4, K, dtype=torch.float64)
+        if d * h < KERNEL_GEMM_FIRST:
+            self._run(self._eval, K, lambda a, b: (
+                self.cfg.data_ptr(), flat.data_ptr(), K, K, a, b, 0, x.data_ptr(), None, 0,
+                y.data_ptr(), x.shape[0], n_tr, out.data_ptr()))
+            return out
+        w1 = flat.t()[: d * h].reshape(d, h * K)  # a view of the storage: W1[i, o * K + k]
+        rows = max(1, KERNEL_GEMM_BYTES // (h * K * flat.element_size()))
+        part = torch.empty(4, K, dtype=torch.float64)
+        before = torch.get_num_threads()
+        for lo in range(0, x.shape[0], rows):
+            xs, ys = x[lo : lo + rows], y[lo : lo + rows]
+            torch.set_num_threads(self.threads)
+            try:
+                z1 = xs @ w1  # [rows, h * K]
+            finally:
+                torch.set_num_threads(before)
+            n_in = min(max(n_tr - lo, 0), xs.shape[0])
+            self._run(self._eval, K, lambda a, b, xs=xs, ys=ys, z1=z1, n_in=n_in: (
+                self.cfg.data_ptr(), flat.data_ptr(), K, K, a, b, 0, xs.data_ptr(),
+                z1.data_ptr(), z1.stride(0), ys.data_ptr(), xs.shape[0], n_in, part.data_ptr()))
+            out += part
         return out
 
 
@@ -664,7 +688,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
         p, i = ctypes.c_void_p, ctypes.c_int64
         signatures = {"train": [p, p, i, p, i, i, i, p, p, p, i, i, i, p],
                       "sgd_epoch": [p, p, i, i, i, i, p, p, p, i, p, i, p, i, p],
-                      "eval": [p, p, i, i, i, i, i, p, p, i, i, p],
+                      "eval": [p, p, i, i, i, i, i, p, p, i, p, i, i, p],
                       "math": [ctypes.c_int, p, i, p]}
         for name, args in signatures.items():
             for suffix in ("f32", "f64"):

@@ -264,10 +264,11 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
         const int64_t *bounds, int64_t steps, const T *lr, int64_t ldl, double *loss
 /* Loss and accuracy of members [k_begin, k_end) on the shared rows X[0..N): out[0*K+k] the
  * summed loss and out[1*K+k] the correct count over rows < n_tr, out[2*K+k] and out[3*K+k]
- * over the rest. */
+ * over the rest. Z1: NULL, or the first layer's products X @ W1 (see evaluate). */
 #define EVAL_ARGS(T)                                                                       \
     const int64_t *cfg, const T *P, int64_t ldk, int64_t K, int64_t k_begin, int64_t k_end, \
-        int64_t vmax, const T *X, const int64_t *y, int64_t N, int64_t n_tr, double *out
+        int64_t vmax, const T *X, const T *Z1, int64_t ldz, const int64_t *y, int64_t N,   \
+        int64_t n_tr, double *out
 
 #if LR_ONLY != 2
 int lr_train_f32(TRAIN_ARGS(float)) {
@@ -278,7 +279,7 @@ int lr_sgd_epoch_f32(SGD_ARGS(float)) {
           loss);
 }
 int lr_eval_f32(EVAL_ARGS(float)) {
-    TILES(evaluate, f32, 16, 8, 4, 1, cfg, P, ldk, K, X, y, N, n_tr, out);
+    TILES(evaluate, f32, 16, 8, 4, 1, cfg, P, ldk, K, X, Z1, ldz, y, N, n_tr, out);
 }
 /* The vector math, for tests: op 0 exp, 1 log, 2 log1p, 3 tanh, 4 sigmoid of x[0..n). */
 int lr_math_f32(int op, const float *x, int64_t n, float *out) {
@@ -298,7 +299,7 @@ int lr_sgd_epoch_f64(SGD_ARGS(double)) {
           loss);
 }
 int lr_eval_f64(EVAL_ARGS(double)) {
-    TILES(evaluate, f64, 8, 4, 2, 1, cfg, P, ldk, K, X, y, N, n_tr, out);
+    TILES(evaluate, f64, 8, 4, 2, 1, cfg, P, ldk, K, X, Z1, ldz, y, N, n_tr, out);
 }
 int lr_math_f64(int op, const double *x, int64_t n, double *out) {
     int64_t i = 0;
@@ -834,8 +835,12 @@ static int FN(sgd_epoch)(int64_t k0, const int64_t *cfg, T *P, int64_t ldk, cons
 
 #define ECHUNK_BYTES (256 * 1024) /* activations of an evaluation chunk: about half of L2 */
 
+/* Z1 (optional): the first layer's products X @ W1 computed outside (a BLAS GEMM over all
+ * members at once: row b's value for output o, lane k at Z1[b * ldz + o * ldk + k]); the
+ * kernel then adds the bias, applies the activation and runs the other layers. */
 static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, int64_t K,
-                        const T *X, const int64_t *y, int64_t N, int64_t n_tr, double *out) {
+                        const T *X, const T *Z1, int64_t ldz, const int64_t *y, int64_t N,
+                        int64_t n_tr, double *out) {
     FN(net_t) n;
     if (FN(parse)(cfg, &n)) return 1;
     int L = n.L, d = n.sizes[0], C = n.sizes[L];
@@ -851,8 +856,18 @@ static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk,
         int nb = (int)(N - c0 < rows ? N - c0 : rows);
         T *A = ws, *Z = ws + rows * n.hidden_width * V;
         for (int l = 0; l < L; l++) {
-            FN(forward)(nb, n.sizes[l], n.sizes[l + 1], A, l == 0 ? X + c0 * d : NULL,
-                        Pk + n.off[l] * ldk, ldk, Z, l == L - 1 ? -1 : n.act);
+            int fo = n.sizes[l + 1], act = l == L - 1 ? -1 : n.act;
+            if (l == 0 && Z1) { /* bias and activation on the given products */
+                const T *bias = Pk + (n.off[0] + (int64_t)d * fo) * ldk;
+                for (int b = 0; b < nb; b++)
+                    for (int o = 0; o < fo; o++) {
+                        VT z = FN(ld)(Z1 + (c0 + b) * ldz + o * ldk + k0) + FN(ld)(bias + o * ldk);
+                        FN(st)(Z + ((int64_t)b * fo + o) * V, act < 0 ? z : FN(act)(act, z));
+                    }
+            } else {
+                FN(forward)(nb, n.sizes[l], fo, A, l == 0 ? X + c0 * d : NULL,
+                            Pk + n.off[l] * ldk, ldk, Z, act);
+            }
             T *t = A;
             A = Z;
             Z = t;
