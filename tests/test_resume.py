@@ -24,7 +24,7 @@ from lrlab.export import records, to_jsonl
 from lrlab.store import DB_NAME, Store
 
 # 12 members in 6 cohorts of 2: a crash lands between commits, with several cohorts to go.
-EPOCHS = 25
+EPOCHS = 15
 FLAGS = ["--data", "blobs", "--n", "400", "--model", "2-16-16-4", "--init", "normal:0.05",
          "--lr", "0.6,0.3,0.1,0.03,0.01,0.003", "--seeds", "2", "--epochs", str(EPOCHS),
          "--batch-size", "16", "--max-members-per-cohort", "2", "--no-probes", "--quiet",

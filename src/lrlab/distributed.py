@@ -70,7 +70,7 @@ def check_address(address: str | None) -> tuple[str, int] | None:
     return m.group(2).strip("[]"), int(m.group(3))
 
 
-def _import_ray(local: bool) -> Any:
+def require_ray(local: bool) -> Any:
     """Import Ray (LrlabError with the install line when it is missing)."""
     if local and "ray" not in sys.modules:  # read by Ray at import: one node on 127.0.0.1
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -104,7 +104,7 @@ def session(address: str | None = None, *, num_cpus: int | None = None) -> Itera
     the sweep writes anything.
     """
     hostport = check_address(address)
-    ray = _import_ray(local=address is None)
+    ray = require_ray(local=address is None)
     started = False
     if not ray.is_initialized():
         if hostport is not None and not address.startswith("ray://"):

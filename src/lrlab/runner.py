@@ -394,6 +394,11 @@ def sweep(
     before anything is written; a failure while running leaves every finished cohort stored.
     """
     s = as_spec(spec)
+    if backend is None and s.run.backend == "ray":  # fail fast: Ray missing, a bad address
+        from lrlab import distributed
+
+        distributed.check_address(s.run.address)
+        distributed.require_ray(local=s.run.address is None)
     datasets = load_data(s)
     directory = Path(out) if out else Path("runs") / s.name
     resuming = check_folder(directory, s)
