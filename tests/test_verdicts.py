@@ -203,6 +203,20 @@ def test_a_spike_that_recovers_is_explained_by_sharpness_not_a_wrong_gradient():
     assert "not a wrong gradient" in v.explanation and "flatter region" in v.explanation
 
 
+def test_a_spike_after_large_steps_or_at_the_edge_of_stability_is_explained_so():
+    losses = [0.7, 0.69, 2.4, 1.0, 0.5] + [0.3 - 0.001 * i for i in range(25)]
+    flat = [0.5, 0.4, None] + [None] * 27  # limit 2/0.4 = 5 > lr 1 before the spike
+    big = [None, 0.6, 0.05] + [0.01] * 27
+    v = verdicts.judge(_view(losses, sharpness=flat, update_ratio_l1=big))
+    assert v.evidence["update_ratio_max_before_spike"] == 0.6
+    assert v.evidence["sharpness_before_spike"] == 0.4
+    assert "steps before it were large" in v.explanation
+    edge = [0.5, 3.0, None] + [None] * 27  # limit 2/3 < lr 1 at epoch 1
+    v = verdicts.judge(_view(losses, sharpness=edge, update_ratio_l1=big))
+    assert v.evidence["sharpness_over"] == 3.0 and v.evidence["sharpness_over_epoch"] == 1
+    assert "edge of stability" in v.explanation
+
+
 def test_dead_units_in_a_run_that_learned_are_a_secondary_label():
     """Seed 000: "do the dead ReLUs matter?" - not when the run still learns."""
     n = 40

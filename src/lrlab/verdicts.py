@@ -246,7 +246,8 @@ class _Run:
 
     @property
     def n_layers(self) -> int:
-        return max(self.layers("weight_norm") or self.layers("grad_norm") or [0])
+        return max(self.layers("weight_norm") or self.layers("grad_norm") or
+                   self.layers("update_ratio") or [0])
 
     def drop(self) -> float | None:
         """Relative fall of the training loss over the judged window (1 = to zero)."""
@@ -780,7 +781,7 @@ def _spike_text(r: _Run, ev: dict[str, Any]) -> str:
         return text + gradcheck
     over = [(ep, x) for ep, x in r.series("sharpness")
             if lr is not None and ep <= e_spike and (m := limit(x)) is not None and m < lr]
-    steps = [(ep, x, lay) for lay in range(1, r.n_layers + 1)
+    steps = [(ep, x, lay) for lay in r.layers("update_ratio")
              for ep, x in r.series(f"update_ratio_l{lay}") if ep <= e_spike]
     big = max(steps, key=lambda t: t[1]) if steps else None
     if over:
@@ -793,10 +794,14 @@ def _spike_text(r: _Run, ev: dict[str, Any]) -> str:
         ev.update(update_ratio_max_before_spike=_r(big[1]), update_ratio_max_layer=big[2])
         text += (f" The steps before it were large: in epoch {big[0]} the update changed layer "
                  f"{big[2]}'s weights by {_pct(big[1])} of their size")
-        text += (f", although the curvature at the start was small (sharpness {lam:.3g}, limit "
-                 f"{lim:.3g}): the loss was steep but nearly straight there, and a step that "
-                 "long left the region where that held and landed on the far side of the valley"
-                 if lam is not None and lim is not None else "")
+        last = [(ep, x) for ep, x in r.series("sharpness") if ep <= e_spike]
+        lim_b = limit(last[-1][1]) if last else None
+        if last and lim_b is not None:
+            ev.update(sharpness_before_spike=_r(last[-1][1]), sharpness_before_epoch=last[-1][0])
+            text += (f", while the curvature measured last before it was small (sharpness "
+                     f"{last[-1][1]:.3g} at epoch {last[-1][0]}, limit {lim_b:.3g}): the loss "
+                     "was steep but nearly straight there, and a step that long left the region "
+                     "where that held and landed on the far side of the valley")
         text += ". The net then found its way down again."
     else:
         text += " Neither the curvature nor the step sizes measured before it explain it: " \
