@@ -38,23 +38,24 @@ enum { OUT_SOFTMAX = 0, OUT_SIGMOID = 1, OUT_QUADRATIC = 2 };
 #define CAT(a, b) CAT_(a, b)
 #define AI static inline __attribute__((always_inline))
 
-/* One scratch buffer per thread, grown on demand (no allocation per call). */
-static __thread void *scratch_buf = NULL;
-static __thread size_t scratch_len = 0;
+/* Scratch buffers per thread, grown on demand (no allocation per call): 0 for a tile's
+ * activations, 1 for the parameters of a tile with padding lanes. */
+static __thread void *scratch_buf[2] = {NULL, NULL};
+static __thread size_t scratch_len[2] = {0, 0};
 
-static void *scratch(size_t bytes) {
-    if (bytes > scratch_len) {
-        free(scratch_buf);
-        scratch_buf = NULL;
-        scratch_len = 0;
-        if (posix_memalign(&scratch_buf, 64, bytes) != 0) return NULL;
-        scratch_len = bytes;
+static void *scratch(int which, size_t bytes) {
+    if (bytes > scratch_len[which]) {
+        free(scratch_buf[which]);
+        scratch_buf[which] = NULL;
+        scratch_len[which] = 0;
+        if (posix_memalign(&scratch_buf[which], 64, bytes) != 0) return NULL;
+        scratch_len[which] = bytes;
     }
-    return scratch_buf;
+    return scratch_buf[which];
 }
 
 #if LR_ONLY != 2
-int lr_kernel_version(void) { return 2; }
+int lr_kernel_version(void) { return 3; }
 #endif
 
 #if LR_ONLY != 2
@@ -186,11 +187,6 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 #include "nets_kernel.c"
 #undef LR_V
 #undef SUF
-#define LR_V 1
-#define SUF f32_1
-#include "nets_kernel.c"
-#undef LR_V
-#undef SUF
 #undef LR_T
 #undef LR_IT
 #undef LR_ISD
@@ -215,33 +211,31 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 #include "nets_kernel.c"
 #undef LR_V
 #undef SUF
-#define LR_V 1
-#define SUF f64_1
-#include "nets_kernel.c"
-#undef LR_V
-#undef SUF
 #undef LR_T
 #undef LR_IT
 #undef LR_ISD
 #endif
 
 /* ---------------------------------------------------------------- entry points
- * Members [k_begin, k_end) are cut into tiles of V lanes, widest first: V is the largest lane
- * count <= min(vmax, members left) (vmax: a cap the caller may set so that a tile's
- * parameters stay in cache; 0 = no cap). Every member is computed once, in its own lane.
- * Return 0 on success, 1 when the configuration is not supported, 2 when out of memory. */
+ * Members [k_begin, k_end) are cut into tiles of V lanes: the widest while 16 (float64: 8) or
+ * more are left, then the remainder padded up to the next width (4, 8 or 16; float64 2, 4,
+ * 8): a padded tile works on a copy of its members' parameters whose spare lanes repeat the
+ * last member, and only the real lanes are written back. Every member is computed once, in
+ * its own lane. Return 0 on success, 1 when the configuration is not supported, 2 when out of
+ * memory. */
 
-#define TILES(NAME, TS, V1, V2, V3, V4, ...)                                                \
+#define TILES(NAME, TS, V1, V2, V3, ...)                                                    \
     do {                                                                                 \
+        (void)vmax;                                                                      \
         for (int64_t k0 = k_begin; k0 < k_end;) {                                        \
-            int64_t left = k_end - k0, cap = vmax > 0 && vmax < left ? vmax : left;      \
-            int64_t v = cap >= V1 ? V1 : cap >= V2 ? V2 : cap >= V3 ? V3 : V4;           \
-            int r_ = v == V1   ? CAT(NAME, CAT(TS, V1))(k0, __VA_ARGS__)                 \
-                     : v == V2 ? CAT(NAME, CAT(TS, V2))(k0, __VA_ARGS__)                 \
-                     : v == V3 ? CAT(NAME, CAT(TS, V3))(k0, __VA_ARGS__)                 \
-                               : CAT(NAME, CAT(TS, V4))(k0, __VA_ARGS__);                \
+            int64_t left = k_end - k0;                                                   \
+            int64_t v = left > V2 ? V1 : left > V3 ? V2 : V3;                            \
+            int64_t live = left < v ? left : v;                                          \
+            int r_ = v == V1   ? CAT(NAME, CAT(TS, V1))(k0, live, __VA_ARGS__)           \
+                     : v == V2 ? CAT(NAME, CAT(TS, V2))(k0, live, __VA_ARGS__)           \
+                               : CAT(NAME, CAT(TS, V3))(k0, live, __VA_ARGS__);          \
             if (r_) return r_;                                                           \
-            k0 += v;                                                                     \
+            k0 += live;                                                                  \
         }                                                                                \
         return 0;                                                                        \
     } while (0)
@@ -272,39 +266,47 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 
 #if LR_ONLY != 2
 int lr_train_f32(TRAIN_ARGS(float)) {
-    TILES(grad, f32, 16, 8, 4, 1, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
+    TILES(grad, f32, 16, 8, 4, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
 }
 int lr_sgd_epoch_f32(SGD_ARGS(float)) {
-    TILES(sgd_epoch, f32, 16, 8, 4, 1, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
+    TILES(sgd_epoch, f32, 16, 8, 4, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
           loss);
 }
 int lr_eval_f32(EVAL_ARGS(float)) {
-    TILES(evaluate, f32, 16, 8, 4, 1, cfg, P, ldk, K, X, Z1, ldz, y, N, n_tr, out);
+    TILES(evaluate, f32, 16, 8, 4, cfg, P, ldk, K, X, Z1, ldz, y, N, n_tr, out);
 }
 /* The vector math, for tests: op 0 exp, 1 log, 2 log1p, 3 tanh, 4 sigmoid of x[0..n). */
 int lr_math_f32(int op, const float *x, int64_t n, float *out) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) math_f32_16(op, x + i, out + i);
-    for (; i < n; i++) math_f32_1(op, x + i, out + i);
+    float buf[16], res[16];
+    for (int64_t i = 0; i < n; i += 16) {
+        int64_t m = n - i < 16 ? n - i : 16;
+        for (int j = 0; j < 16; j++) buf[j] = x[i + (j < m ? j : m - 1)];
+        math_f32_16(op, buf, res);
+        for (int j = 0; j < m; j++) out[i + j] = res[j];
+    }
     return 0;
 }
 #endif
 
 #if LR_ONLY != 1
 int lr_train_f64(TRAIN_ARGS(double)) {
-    TILES(grad, f64, 8, 4, 2, 1, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
+    TILES(grad, f64, 8, 4, 2, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
 }
 int lr_sgd_epoch_f64(SGD_ARGS(double)) {
-    TILES(sgd_epoch, f64, 8, 4, 2, 1, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
+    TILES(sgd_epoch, f64, 8, 4, 2, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
           loss);
 }
 int lr_eval_f64(EVAL_ARGS(double)) {
-    TILES(evaluate, f64, 8, 4, 2, 1, cfg, P, ldk, K, X, Z1, ldz, y, N, n_tr, out);
+    TILES(evaluate, f64, 8, 4, 2, cfg, P, ldk, K, X, Z1, ldz, y, N, n_tr, out);
 }
 int lr_math_f64(int op, const double *x, int64_t n, double *out) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) math_f64_8(op, x + i, out + i);
-    for (; i < n; i++) math_f64_1(op, x + i, out + i);
+    double buf[8], res[8];
+    for (int64_t i = 0; i < n; i += 8) {
+        int64_t m = n - i < 8 ? n - i : 8;
+        for (int j = 0; j < 8; j++) buf[j] = x[i + (j < m ? j : m - 1)];
+        math_f64_8(op, buf, res);
+        for (int j = 0; j < m; j++) out[i + j] = res[j];
+    }
     return 0;
 }
 #endif
@@ -732,7 +734,7 @@ static int FN(workspace)(const FN(net_t) *n, int with_g, FN(ws_t) *w) {
     cells += 2 * (int64_t)CHUNK * n->width;
     int64_t goff = cells;
     if (with_g) cells += n->P;
-    T *ws = scratch((size_t)(cells * V) * sizeof(T) + (size_t)CHUNK * V * sizeof(LR_IT));
+    T *ws = scratch(0, (size_t)(cells * V) * sizeof(T) + (size_t)CHUNK * V * sizeof(LR_IT));
     if (!ws) return 2;
     for (int l = 0; l <= n->L; l++) w->A[l] = ws + aoff[l] * V;
     w->D = ws + doff * V;
@@ -742,13 +744,13 @@ static int FN(workspace)(const FN(net_t) *n, int with_g, FN(ws_t) *w) {
     return 0;
 }
 
-/* One batch for the tile's lanes (P, idx already at the tile's first lane): rows
- * idx[l * ldi + lo .. hi) of X for lane l. Gradient mode (G given): the gradient of the mean
+/* One batch for the tile's lanes (P, G at the tile's first lane): rows order[l][lo .. hi) of
+ * X for lane l. Gradient mode (G given): the gradient of the mean
  * batch loss into G (cell q at G[q * ldk]). SGD mode (G NULL): P <- P + gradient * nlr.
  * Adds the summed batch loss to *lsum. */
 static void FN(batch)(const FN(net_t) *n, FN(ws_t) *w, T *P, int64_t ldk, T *G, const T *X,
-                      const int64_t *y, const int64_t *idx, int64_t ldi, int64_t lo,
-                      int64_t hi, VT nlr, VD *lsum) {
+                      const int64_t *y, const int64_t *const *order, int64_t lo, int64_t hi,
+                      VT nlr, VD *lsum) {
     int L = n->L, d = n->sizes[0], C = n->sizes[L];
     int64_t B = hi - lo;
     const T scale = (T)(1.0 / (double)B);
@@ -760,7 +762,7 @@ static void FN(batch)(const FN(net_t) *n, FN(ws_t) *w, T *P, int64_t ldk, T *G, 
         for (int b = 0; b < nb; b++) { /* gather each lane's row and label */
             const T *src[V];
             for (int l = 0; l < V; l++) {
-                int64_t row = idx[l * ldi + lo + c0 + b];
+                int64_t row = order[l][lo + c0 + b];
                 src[l] = X + row * d;
                 w->lab[b * V + l] = (LR_IT)y[row];
             }
@@ -800,36 +802,86 @@ static void FN(batch)(const FN(net_t) *n, FN(ws_t) *w, T *P, int64_t ldk, T *G, 
             FN(st)(P + q * ldk, FN(ld)(P + q * ldk) + FN(ld)(Gt + q * V) * nlr);
 }
 
-static int FN(grad)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, T *G, const T *X,
-                    const int64_t *y, const int64_t *idx, int64_t ldi, int64_t b0, int64_t B,
-                    double *loss) {
+/* A tile's lanes: the member order rows of each lane (spare lanes repeat the last member). */
+static void FN(lane_orders)(const int64_t *idx, int64_t ldi, int64_t k0, int64_t live,
+                            const int64_t **order) {
+    for (int l = 0; l < V; l++) order[l] = idx + (k0 + (l < live ? l : live - 1)) * ldi;
+}
+
+/* V values for the tile's lanes from p[0 .. live) (spare lanes repeat the last). */
+AI VT FN(lanes)(const T *p, int64_t live) {
+    if (live == V) return FN(ld)(p);
+    T buf[V];
+    for (int l = 0; l < V; l++) buf[l] = p[l < live ? l : live - 1];
+    return FN(ld)(buf);
+}
+
+/* A padded tile's parameters: a [P][V] copy of lanes k0 .. k0 + live, spare lanes repeating
+ * the last member (extra: room for as many values again, e.g. gradients). */
+static T *FN(pad_copy)(const FN(net_t) *n, const T *P, int64_t ldk, int64_t k0, int64_t live,
+                       int extra) {
+    T *t = scratch(1, (size_t)(n->P * V) * sizeof(T) * (extra ? 2 : 1));
+    if (!t) return NULL;
+    for (int64_t q = 0; q < n->P; q++)
+        for (int l = 0; l < V; l++) t[q * V + l] = P[q * ldk + k0 + (l < live ? l : live - 1)];
+    return t;
+}
+
+static void FN(unpad)(const FN(net_t) *n, const T *t, T *P, int64_t ldk, int64_t k0,
+                      int64_t live) {
+    for (int64_t q = 0; q < n->P; q++)
+        for (int l = 0; l < live; l++) P[q * ldk + k0 + l] = t[q * V + l];
+}
+
+static int FN(grad)(int64_t k0, int64_t live, const int64_t *cfg, const T *P, int64_t ldk,
+                    T *G, const T *X, const int64_t *y, const int64_t *idx, int64_t ldi,
+                    int64_t b0, int64_t B, double *loss) {
     FN(net_t) n;
     FN(ws_t) w;
+    const int64_t *order[V];
     if (FN(parse)(cfg, &n)) return 1;
     if (FN(workspace)(&n, 0, &w)) return 2;
+    FN(lane_orders)(idx, ldi, k0, live, order);
     VD lsum = (VD){0};
-    FN(batch)(&n, &w, (T *)P + k0, ldk, G + k0, X, y, idx + k0 * ldi, ldi, b0, b0 + B,
-              FN(bc)((T)0), &lsum);
-    for (int l = 0; l < V; l++) loss[k0 + l] = lsum[l];
+    if (live == V) {
+        FN(batch)(&n, &w, (T *)P + k0, ldk, G + k0, X, y, order, b0, b0 + B, FN(bc)((T)0),
+                  &lsum);
+    } else {
+        T *Pt = FN(pad_copy)(&n, P, ldk, k0, live, 1);
+        if (!Pt) return 2;
+        T *Gt = Pt + n.P * V;
+        FN(batch)(&n, &w, Pt, V, Gt, X, y, order, b0, b0 + B, FN(bc)((T)0), &lsum);
+        FN(unpad)(&n, Gt, G, ldk, k0, live);
+    }
+    for (int l = 0; l < live; l++) loss[k0 + l] = lsum[l];
     return 0;
 }
 
-static int FN(sgd_epoch)(int64_t k0, const int64_t *cfg, T *P, int64_t ldk, const T *X,
-                         const int64_t *y, const int64_t *idx, int64_t ldi,
+static int FN(sgd_epoch)(int64_t k0, int64_t live, const int64_t *cfg, T *P, int64_t ldk,
+                         const T *X, const int64_t *y, const int64_t *idx, int64_t ldi,
                          const int64_t *bounds, int64_t steps, const T *lr, int64_t ldl,
                          double *loss) {
     FN(net_t) n;
     FN(ws_t) w;
+    const int64_t *order[V];
     if (FN(parse)(cfg, &n)) return 1;
     int64_t most = 0;
     for (int64_t s = 0; s < steps; s++)
         if (bounds[s + 1] - bounds[s] > most) most = bounds[s + 1] - bounds[s];
     if (FN(workspace)(&n, most > CHUNK, &w)) return 2;
+    FN(lane_orders)(idx, ldi, k0, live, order);
+    T *Pt = P + k0;
+    int64_t ldt = ldk;
+    if (live < V) {
+        if (!(Pt = FN(pad_copy)(&n, P, ldk, k0, live, 0))) return 2;
+        ldt = V;
+    }
     VD lsum = (VD){0};
     for (int64_t s = 0; s < steps; s++)
-        FN(batch)(&n, &w, P + k0, ldk, NULL, X, y, idx + k0 * ldi, ldi, bounds[s],
-                  bounds[s + 1], -FN(ld)(lr + s * ldl + k0), &lsum);
-    for (int l = 0; l < V; l++) loss[k0 + l] = lsum[l];
+        FN(batch)(&n, &w, Pt, ldt, NULL, X, y, order, bounds[s], bounds[s + 1],
+                  -FN(lanes)(lr + s * ldl + k0, live), &lsum);
+    if (live < V) FN(unpad)(&n, Pt, P, ldk, k0, live);
+    for (int l = 0; l < live; l++) loss[k0 + l] = lsum[l];
     return 0;
 }
 
@@ -838,19 +890,24 @@ static int FN(sgd_epoch)(int64_t k0, const int64_t *cfg, T *P, int64_t ldk, cons
 /* Z1 (optional): the first layer's products X @ W1 computed outside (a BLAS GEMM over all
  * members at once: row b's value for output o, lane k at Z1[b * ldz + o * ldk + k]); the
  * kernel then adds the bias, applies the activation and runs the other layers. */
-static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk, int64_t K,
-                        const T *X, const T *Z1, int64_t ldz, const int64_t *y, int64_t N,
-                        int64_t n_tr, double *out) {
+static int FN(evaluate)(int64_t k0, int64_t live, const int64_t *cfg, const T *P, int64_t ldk,
+                        int64_t K, const T *X, const T *Z1, int64_t ldz, const int64_t *y,
+                        int64_t N, int64_t n_tr, double *out) {
     FN(net_t) n;
     if (FN(parse)(cfg, &n)) return 1;
+    const T *Pk = P + k0;
+    int64_t ldt = ldk;
+    if (live < V) {
+        if (!(Pk = FN(pad_copy)(&n, P, ldk, k0, live, 0))) return 2;
+        ldt = V;
+    }
     int L = n.L, d = n.sizes[0], C = n.sizes[L];
     int64_t rows = ECHUNK_BYTES / ((int64_t)n.hidden_width * V * (int64_t)sizeof(T));
     rows = rows < 8 ? 8 : rows > 512 ? 512 : rows;
     int64_t cells = 2 * rows * n.hidden_width; /* ping-pong activations (inputs read from X) */
-    T *ws = scratch((size_t)(cells * V) * sizeof(T) + (size_t)rows * V * sizeof(LR_IT));
+    T *ws = scratch(0, (size_t)(cells * V) * sizeof(T) + (size_t)rows * V * sizeof(LR_IT));
     if (!ws) return 2;
     LR_IT *lab = (LR_IT *)(ws + cells * V);
-    const T *Pk = P + k0;
     VD sums[4] = {(VD){0}, (VD){0}, (VD){0}, (VD){0}};
     for (int64_t c0 = 0; c0 < N; c0 += rows) {
         int nb = (int)(N - c0 < rows ? N - c0 : rows);
@@ -858,15 +915,16 @@ static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk,
         for (int l = 0; l < L; l++) {
             int fo = n.sizes[l + 1], act = l == L - 1 ? -1 : n.act;
             if (l == 0 && Z1) { /* bias and activation on the given products */
-                const T *bias = Pk + (n.off[0] + (int64_t)d * fo) * ldk;
+                const T *bias = Pk + (n.off[0] + (int64_t)d * fo) * ldt;
                 for (int b = 0; b < nb; b++)
                     for (int o = 0; o < fo; o++) {
-                        VT z = FN(ld)(Z1 + (c0 + b) * ldz + o * ldk + k0) + FN(ld)(bias + o * ldk);
+                        VT z = FN(lanes)(Z1 + (c0 + b) * ldz + o * ldk + k0, live) +
+                               FN(ld)(bias + o * ldt);
                         FN(st)(Z + ((int64_t)b * fo + o) * V, act < 0 ? z : FN(act)(act, z));
                     }
             } else {
                 FN(forward)(nb, n.sizes[l], fo, A, l == 0 ? X + c0 * d : NULL,
-                            Pk + n.off[l] * ldk, ldk, Z, act);
+                            Pk + n.off[l] * ldt, ldt, Z, act);
             }
             T *t = A;
             A = Z;
@@ -884,7 +942,7 @@ static int FN(evaluate)(int64_t k0, const int64_t *cfg, const T *P, int64_t ldk,
         }
     }
     for (int p = 0; p < 4; p++)
-        for (int l = 0; l < V; l++) out[p * K + k0 + l] = sums[p][l];
+        for (int l = 0; l < live; l++) out[p * K + k0 + l] = sums[p][l];
     return 0;
 }
 
