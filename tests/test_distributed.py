@@ -224,3 +224,59 @@ def test_worker_killed_mid_task_is_retried_and_nothing_is_lost(ray_local, tmp_pa
     got = _snapshot(out)
     assert len(got["records"]) == N_MEMBERS
     assert got == _snapshot(tmp_path / "undisturbed")
+
+
+def test_local_sweep_interrupted_then_resumed_on_ray(ray_local, local_reference, tmp_path):
+    """A sweep stopped after two of its four cohorts locally, finished by `lrlab resume
+    --backend ray`: the same cohorts, the same numbers, each cohort run where it was run."""
+    out = tmp_path / "mixed"
+    ran: list[int] = []
+
+    def two_then_stop(cohorts, datasets, spec, progress):
+        for res in runner.local_backend(cohorts, datasets, spec, progress):
+            ran.append(res.index)
+            yield res
+            if len(ran) == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.sweep(SPEC, out, backend=two_then_stop, report=False)
+    res = CliRunner().invoke(cli.app, ["resume", str(out), "--backend", "ray", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert _snapshot(out) == local_reference
+    store = Store.open(out)
+    try:
+        where = {m["cohort"]: m["worker"].startswith("ray:") for m in store.members()}
+    finally:
+        store.close()
+    assert where == {0: False, 1: False, 2: True, 3: True}
+
+
+def test_a_node_that_would_compute_differently_fails_its_cohort_only(ray_local,
+                                                                     local_reference, tmp_path,
+                                                                     monkeypatch):
+    """A cohort sent to a worker whose numerics differ from the driver's (here: the driver
+    claims another torch for cohort 1) fails, loudly and without retries; the other cohorts are
+    stored, and a resume reruns only that one."""
+    from lrlab import distributed
+
+    real = distributed.numerics
+
+    def claims(cohort, dataset, spec):
+        out = real(cohort, dataset, spec)
+        return {**out, "torch": "0.0-other"} if cohort.index == 1 else out
+
+    monkeypatch.setattr(distributed, "numerics", claims)
+    out = tmp_path / "mismatch"
+    spec = {**SPEC, "run": {**SPEC["run"], "backend": "ray"}}
+    with pytest.raises(RuntimeError, match=r"1 of 4 cohorts failed on Ray \(cohort 1: .*torch"):
+        runner.sweep(spec, out, report=False)
+    store = Store.open(out)
+    try:
+        assert {m["cohort"] for m in store.members() if m["status"]} == {0, 2, 3}
+    finally:
+        store.close()
+    monkeypatch.setattr(distributed, "numerics", real)
+    res = CliRunner().invoke(cli.app, ["resume", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert _snapshot(out) == local_reference

@@ -161,15 +161,15 @@ class RayBackend:
 
     def __call__(self, cohorts: Sequence[Any], datasets: Mapping[Any, Any], spec: Any,
                  progress: Any = None) -> Iterator[Any]:
-        from lrlab import __version__
-
         ray = self.ray
         if not cohorts:
             return
         task = _remote(ray)
         with stdout_to_stderr():
             refs = {key: ray.put(datasets[key]) for key in {c.first.data for c in cohorts}}
-            pending = {task.remote(c, refs[c.first.data], spec, __version__): c for c in cohorts}
+            pending = {task.remote(c, refs[c.first.data], spec,
+                                   numerics(c, datasets[c.first.data], spec)): c
+                       for c in cohorts}
             failed: list[tuple[Any, BaseException]] = []
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -201,15 +201,45 @@ def _member_epochs(m: Any) -> int:
     return m.train.epochs + sum(p.epochs for p in m.phases)
 
 
-def run_cohort_task(cohort: Any, dataset: Any, spec: Any, version: str) -> Any:
-    """The Ray task: train one cohort on this worker (lives in the package: Ray pickles it by
-    reference, so every node needs the same lrlab installed)."""
+def numerics(cohort: Any, dataset: Any, spec: Any) -> dict[str, str]:
+    """What decides a cohort's rounding besides its members: lrlab and torch versions, and
+    whether the engine takes the compiled kernel (and which source) or the torch path."""
+    import hashlib
+
+    import torch
+
     import lrlab
+    from lrlab import nets
+
+    out = {"lrlab": lrlab.__version__, "torch": torch.__version__, "path": "torch"}
+    kernel_for = getattr(nets, "kernel_for", None)
+    if kernel_for is not None:
+        m = cohort.first
+        arch = nets.arch_for(m.model, dataset.X_train.shape[1], dataset.n_classes)
+        dtype = torch.float64 if spec.run.dtype == "float64" else torch.float32
+        if kernel_for(arch, spec.run.device, dtype) is not None:
+            src = getattr(nets, "KERNEL_SOURCE", None)
+            digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12] if src else "?"
+            out["path"] = f"compiled kernel {digest}"
+    return out
+
+
+def run_cohort_task(cohort: Any, dataset: Any, spec: Any, driver: dict[str, str]) -> Any:
+    """The Ray task: train one cohort on this worker (lives in the package: Ray pickles it by
+    reference, so every node needs the same lrlab installed).
+
+    Refuses (not retried) to run where the numbers would differ from the driver's local run:
+    another lrlab or torch version, or the other compute path (no C compiler on this node).
+    """
     from lrlab import runner
 
-    if lrlab.__version__ != version:
-        raise RuntimeError(f"this node runs lrlab {lrlab.__version__} but the driver runs "
-                           f"{version}; install the same version on every node")
+    here = numerics(cohort, dataset, spec)
+    if here != driver:
+        diff = ", ".join(f"{k} {here.get(k)!r} here but {v!r} on the driver"
+                         for k, v in driver.items() if here.get(k) != v)
+        raise RuntimeError(f"this node would not reproduce the driver's numbers ({diff}); "
+                           "install the same lrlab and torch (and a C compiler, or set "
+                           "LRLAB_KERNEL=0 everywhere) on every node")
     result = runner.run_cohort(cohort, dataset, spec)
     try:
         import ray
