@@ -530,19 +530,28 @@ def part_profile(args: argparse.Namespace, tmp: Path) -> str:
     total = lrlab_run(s)["seconds"]
     prof.disable()
     st = pstats.Stats(prof, stream=io.StringIO())
-    groups = {
-        "kernel: forward+loss+backward (nets_kernel.c)": ("nets.py", "train"),
-        "kernel: train+val evaluation (nets_kernel.c)": ("nets.py", "evaluate"),
-        "optimizer update (optim.py, torch ops)": ("optim.py", None),
-        "epoch orders (C copy of numpy's generator)": ("engine.py", "epoch_orders"),
-        "history records (Python lists)": ("engine.py", "add"),
+    groups = {  # entry points (cumulative time); optim: everything inside optim.py
+        "kernel: training steps, forward + loss + backward + SGD update (nets_kernel.c)":
+            [("nets.py", "sgd_epoch"), ("nets.py", "train")],
+        "kernel: train + val evaluation at init and after every epoch (nets_kernel.c)":
+            [("nets.py", "evaluate")],
+        "optimizer update in torch (optim.py; plain SGD runs inside the kernel)":
+            [("optim.py", None)],
+        "epoch orders (the kernel's copy of numpy's generator)": [("engine.py", "epoch_orders")],
+        "history records (Python lists, one .tolist() per metric and epoch)":
+            [("engine.py", "add")],
+        "model init (per-member seeded draws, nets.init_params)": [("nets.py", "init_params")],
     }
     own: dict[str, float] = {}
-    for (file, _line, func), (_cc, _nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        for label, (f, fn) in groups.items():
-            if file.endswith(f) and (fn is None or func == fn):
-                # cumulative time of the entry points; optim: everything inside optim.py
-                own[label] = own.get(label, 0.0) + (ct if fn else tt)
+    stats = st.stats  # type: ignore[attr-defined]
+    for label, places in groups.items():
+        for f, fn in places:
+            if fn is None:  # everything in the file, own time
+                secs = sum(v[2] for k, v in stats.items() if k[0].endswith(f))
+            else:  # the outermost function of that name (Stack.x calls Kernel.x)
+                secs = max((v[3] for k, v in stats.items()
+                            if k[0].endswith(f) and k[2] == fn), default=0.0)
+            own[label] = own.get(label, 0.0) + secs
     rest = total - sum(own.values())
     lines = ["| where | seconds | share |", "|---|---|---|"]
     for label, secs in sorted(own.items(), key=lambda kv: -kv[1]):
