@@ -69,28 +69,31 @@ near two training steps of batch 64: at these widths every op's cost grows with 
 
 PROBE_DENSE = 10
 """The probes record every epoch up to PROBE_DENSE (where most of the action is: dying units,
-spikes, escapes), then every `stride` epochs with stride the smallest of 1, 2, 5, 10, 20, 50,
-... that leaves at most PROBE_LATER more records, and at every sharpness epoch and phase end.
-A 200-epoch run gets 30 probe records: enough for a curve and for 'dead from epoch N' to
-within 10 epochs, and it keeps recording (and storing) the probes near a quarter of the cost
-of a sweep whose steps run in the compiled kernel. Epochs without a record are absent (None)."""
-PROBE_LATER = 20
+spikes, the first steps off a flat start), then every `stride` epochs with stride the smallest
+of 1, 2, 5, 10, 20, 50, ... that leaves at most PROBE_LATER more records, and at every
+sharpness epoch and phase end. A 200-epoch run gets 21 probe records (0-10, then every 20):
+enough for a curve and for 'dead from epoch N', and it keeps recording and storing the probes
+near a quarter of the cost of a sweep whose steps run in the compiled kernel (the store keeps
+one row per metric per record). Epochs without a record are absent (None)."""
+PROBE_LATER = 10
 
-SHARPNESS_BASE = (1, 3)
-"""Sharpness is measured at epoch 0, at epochs 1, 3, 10, 30, 100, 300, 1000, ..., and at the
-last epoch of every phase: dense early, where the catapult of a too-large lr and the
-edge-of-stability dynamics happen (the curvature changes most in the first epochs), sparse
-later. A 200-epoch run gets 7 measurements (0, 1, 3, 10, 30, 100, 200), each at most
-SHARPNESS_ITERS Hessian-vector products on the probe batch: on the seed-000 sweep they are
-the largest part of the probes' cost, so they are sampled, not taken every epoch."""
+SHARPNESS_BASE = (1,)
+"""Sharpness is measured at epoch 0, at epochs 1, 10, 100, 1000, ..., and at the last epoch
+of every phase: at the start and right after the first epoch, where the catapult of a
+too-large lr happens (the curvature changes most there), then once per decade. A 200-epoch
+run gets 5 measurements (0, 1, 10, 100, 200). Each costs a few Hessian-vector products on the
+probe batch, about as much as 5-10 probe records, so they are sampled, not taken every
+epoch."""
 SHARPNESS_ITERS = 8
-"""Power-iteration steps per sharpness measurement (at most; a member stops once its estimate
-changes by less than SHARPNESS_TOL relative between steps). Each measurement after the first
-starts from the member's own top eigenvector of the previous measurement (a warm start: the
-direction drifts slowly), so it usually settles in two to five steps. The Rayleigh quotient
-approaches the top eigenvalue from below; on the blobs nets at init, where the top of the
-spectrum is nearly degenerate (the output biases' softmax curvature), 8 cold steps land within
-about 5% of an 80-step estimate: ample for a comparison with 2/lr."""
+"""Power-iteration steps of the first (cold) measurement of a cohort (at most; a member stops
+once its estimate changes by less than SHARPNESS_TOL relative between steps). On the blobs
+nets at init, where the top of the spectrum is nearly degenerate (the output biases' softmax
+curvature), 8 cold steps land within about 5% of an 80-step estimate: ample for a comparison
+with 2/lr. The Rayleigh quotient approaches the top eigenvalue from below."""
+SHARPNESS_WARM_ITERS = 5
+"""Steps of every later measurement: each member starts from its own top eigenvector of the
+previous measurement (a warm start: the direction drifts slowly), and usually settles in two
+to four steps."""
 SHARPNESS_TOL = 1e-2
 """1%: far finer than the factor-of-two questions the 2/lr line answers (is lr above or below
 the limit?), and it lets the iteration stop early once every member has settled."""
@@ -223,10 +226,50 @@ def sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch,
 def _sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch, iters: int,
                tol: float, v0: Tensor | None) -> tuple[Tensor, Tensor]:
     def loss(ps: list[Tensor]) -> Tensor:
-        z, _ = nets.forward(ps, x, arch)
-        return nets.loss_terms(z, y, arch)[0].mean(1)
+        return hvp_loss(hvp_forward(ps, x, arch), y, arch)
 
     return _hessian_top(loss, params, iters, tol, v0)
+
+
+def hvp_forward(params: Sequence[Tensor], x: Tensor, arch: nets.Arch) -> Tensor:
+    """`nets.forward`'s output [K, B, C], written for double backward: a (leaky) ReLU is a
+    product with its 0/1 (slope) mask, taken as a constant (its derivative is 0 wherever it
+    exists), so every Hessian-vector product multiplies by the mask instead of re-evaluating
+    clamp_min's backward (a `where`, the costliest op of the double graph here). The values
+    and all derivatives equal `nets.forward`'s wherever no pre-activation is exactly 0."""
+    h = x
+    relu = {"relu": 0.0, "leaky_relu": nets.LEAKY_SLOPE}.get(arch.activation)
+    for i in range(arch.n_layers):
+        w, b = params[2 * i], params[2 * i + 1]
+        z = (torch.matmul(h, w) if h.dim() == 2 else torch.bmm(h, w)) + b  # [K, B, fo]
+        if i == arch.n_layers - 1:
+            return z
+        if relu is None:
+            h = nets.act(arch.activation, z)
+        else:
+            with torch.no_grad():  # 1 where z > 0, else the slope (exactly, in z's dtype)
+                mask = (z > 0).to(z.dtype) * (1 - relu) + relu
+            h = z * mask
+    raise AssertionError("an Arch has at least one layer")
+
+
+def hvp_loss(z: Tensor, y: Tensor, arch: nets.Arch) -> Tensor:
+    """Each member's mean loss [K], equal to `nets.loss_terms(z, y, arch)[0].mean(1)`, from
+    torch's fused losses (cheap double backward: no max/abs/clamp branches to re-evaluate)."""
+    K, B, C = z.shape
+    yk = y.long().expand(K, B)
+    if arch.output == "softmax":
+        return torch.nn.functional.cross_entropy(z.transpose(1, 2), yk,
+                                                 reduction="none").mean(1)
+    if arch.output == "sigmoid" and C == 1:
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            z[..., 0], yk.to(z.dtype), reduction="none").mean(1)
+    onehot = torch.nn.functional.one_hot(yk, C).to(z.dtype)
+    if arch.output == "sigmoid":
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            z, onehot, reduction="none").mean((1, 2))
+    diff = torch.sigmoid(z) - onehot  # quadratic (Nielsen)
+    return 0.5 * (diff * diff).sum(-1).mean(1)
 
 
 def sharpness_epochs(ends: Iterable[int], base: Sequence[int] = SHARPNESS_BASE) -> frozenset[int]:
@@ -389,7 +432,8 @@ def activity_probes(ctx: EpochContext, memo: list[_Pass] | None = None) -> dict[
 
 
 def sharpness_probe(epochs: Iterable[int], iters: int = SHARPNESS_ITERS,
-                    tol: float = SHARPNESS_TOL) -> EpochHook:
+                    tol: float = SHARPNESS_TOL, warm_iters: int = SHARPNESS_WARM_ITERS
+                    ) -> EpochHook:
     """A hook measuring `sharpness` at the given epochs only (absent elsewhere). From the
     second measurement of a cohort on, each member starts from its own previous top
     eigenvector (kept per cohort position; a new cohort starts at epoch 0)."""
@@ -406,7 +450,8 @@ def sharpness_probe(epochs: Iterable[int], iters: int = SHARPNESS_ITERS,
         pos = ctx.active.tolist()
         v0 = torch.stack([last[j] for j in pos]) if last and all(j in last for j in pos) \
             else None
-        lam, vec = _sharpness(ctx.params, x, y, ctx.arch, iters, tol, v0)
+        lam, vec = _sharpness(ctx.params, x, y, ctx.arch, iters if v0 is None else warm_iters,
+                              tol, v0)
         last.update(zip(pos, vec))
         return {"sharpness": torch.where(torch.isfinite(lam), lam,
                                          torch.full_like(lam, math.nan))}
