@@ -564,10 +564,13 @@ def collapsed(v: RunView) -> Finding | None:
     ev["final_train_loss"] = _r(loss)
     shown = val_acc if val_acc is not None else train_acc
     which = "validation" if val_acc is not None else "training"
-    if shown is not None:
-        text += f"Its {which} accuracy {shown:.2f} is what always answering one class scores"
-        text += (f" (the most common class is {_pct(major)} of the data). " if major is not None
-                 else ". ")
+    if shown is not None and major is not None:
+        text += (f"Its {which} accuracy {shown:.2f} is what always answering one class scores "
+                 f"(the most common class is {_pct(major)} of the data). ")
+    elif shown is not None and v.n_classes:
+        text += (f"Its {which} accuracy {shown:.2f} is no better than guessing among "
+                 f"{v.n_classes} classes (1/{v.n_classes} = {1 / v.n_classes:.2f}). Record the "
+                 "probes (the default) to see why. ")
     spread0 = r.first("output_spread")
     spread = r.last("output_spread")
     if spread is not None:
