@@ -1,8 +1,9 @@
 """The Ray backend's overhead against a local run, for a 24-member sweep, in one process.
 
-Each repeat runs, interleaved: the sweep locally; then, inside one fresh local Ray instance,
-the same sweep twice (the first pays for starting workers that import torch, the second finds
-them warm). Starting and stopping the instance is timed separately. The sweeps write their
+Each repeat starts a fresh local Ray instance and runs, interleaved: the sweep locally, on Ray
+(the first Ray sweep pays for starting workers that import torch), locally again, and on Ray
+with warm workers. The local runs happen while the idle Ray instance is up, so both ways see
+the same machine. Starting and stopping the instance is timed separately. The sweeps write their
 store (no report). Two compositions: one cohort of 24 (Ray can only add overhead) and four
 cohorts of 6 (Ray runs two at once on two CPUs; a local run runs them one after another).
 The driver uses one torch thread, as each Ray task does. Medians of the repeats; ratios
@@ -24,6 +25,9 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # stay on 127.0.0.1
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+SETTLE = 5.0
 
 
 def spec(cap: int, epochs: int, backend: str) -> dict:
@@ -65,15 +69,17 @@ def main() -> None:
     for cap in (24, 6):
         rows = results.setdefault(f"{24 // cap} cohort(s) of {cap}", {})
         for _ in range(args.repeats):
-            rows.setdefault("local", []).append(timed(run, cap, "local"))
             t0 = time.perf_counter()
-            with distributed.session(None, num_cpus=2):
+            with distributed.session(None, num_cpus=2):  # local runs too, in the same state
                 t_up = time.perf_counter() - t0
+                rows.setdefault("local", []).append(timed(run, cap, "local"))
                 rows.setdefault("ray, first sweep", []).append(timed(run, cap, "ray"))
+                rows.setdefault("local", []).append(timed(run, cap, "local"))
                 rows.setdefault("ray, warm workers", []).append(timed(run, cap, "ray"))
                 t1 = time.perf_counter()
             t_down = time.perf_counter() - t1
             rows.setdefault("ray start + stop", []).append(t_up + t_down)
+            time.sleep(SETTLE)  # Ray's processes exit after shutdown returns
     shutil.rmtree(root, ignore_errors=True)
 
     print(f"24-member blobs sweep, 2-10-10-10-10-4, {args.epochs} epochs, batch 64, store "
