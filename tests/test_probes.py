@@ -270,6 +270,17 @@ def test_probe_and_sharpness_epochs_are_dense_early_and_include_every_phase_end(
     assert probes.phase_ends(s) == {7, 11}
 
 
+def test_sharpness_is_measured_on_a_batch_of_the_training_batch_size():
+    def samples(**train):
+        return probes.sharpness_samples(spec.resolve({"train": train}))
+
+    assert samples(batch_size=64) == 64 and samples(batch_size=200) == 200
+    assert samples(batch_size=10) == probes.SHARPNESS_MIN_SAMPLES
+    assert samples(batch_size=0) == samples(batch_size=5000) == probes.PROBE_BATCH
+    mixed = spec.resolve({"train": {"batch_size": 10}, "phases": [{"batch_size": 5000}]})
+    assert probes.sharpness_samples(mixed) == probes.PROBE_SAMPLES
+
+
 def _spec(**sweep):
     return spec.resolve({
         "data": {"source": "blobs", "n": 120, "classes": 3, "preprocess": "standardize"},

@@ -651,7 +651,15 @@ def oscillating(v: RunView) -> Finding | None:
         if lim is not None:
             ev.update(sharpness_last=_r(lam), stability_lr_last=_r(lim))
             text += (f"At epoch {e} the top curvature was {lam:.3g}, so the stability limit "
-                     f"2/sharpness is {lim:.3g}; lr {r.lr:g} is {r.lr / lim:.2g}x that. ")
+                     f"2/sharpness is {lim:.3g}; lr {r.lr:g} is {r.lr / lim:.2g}x that")
+            if r.lr > lim:
+                text += ": the steps overshoot along the sharpest direction. "
+            else:
+                bs = v.setup.get("batch_size")
+                text += (", below the limit, so the bouncing comes from the minibatch noise: "
+                         + (f"each step follows the gradient of only {bs} samples, " if bs else
+                            "each step follows one minibatch's gradient, ")
+                         + "and at this lr those steps are long. ")
     text += "A smaller lr, or a decaying schedule, lets it settle."
     return Finding("oscillating", ev, text.strip(),
                    summary=f"loss rises in {share:.0%} of late epochs")
