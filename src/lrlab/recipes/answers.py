@@ -529,7 +529,7 @@ def break_recover(directory: Path, recipe: Any) -> Lines:
 
 def _last_of_phase(h: dict[str, list[Any]], key: str, phase: int) -> float | None:
     vals = [v for v, p, e in zip(h.get(key, []), h.get("phase", []), h["epoch"])
-            if p == phase and e > 0]
+            if p == phase and e > 0 and v is not None]
     return vals[-1] if vals else None
 
 
