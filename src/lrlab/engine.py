@@ -9,7 +9,6 @@ data order derived from its seed alone, so a member's curve does not depend on i
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,28 +118,53 @@ def _clip(grads: list[Tensor], max_norm: Tensor) -> list[Tensor]:
 
 
 class _Recorder:
-    """Per-member history lists; non-finite values are stored as None (no NaN leaves here)."""
+    """Per-member history lists; non-finite values are stored as None (no NaN leaves here).
+
+    Each record keeps one float64 array per metric over the members active at that epoch (one
+    conversion per metric, not one Python append per member); `histories()` builds the lists
+    at the end. Members only ever leave (divergence), so member m's records are a prefix."""
 
     def __init__(self, k: int) -> None:
-        self.hist: list[dict[str, list[float | None]]] = [{} for _ in range(k)]
-        self.keys: list[str] = []  # every metric seen so far (all active members share them)
+        self.k = k
+        self.keys: list[str] = []  # every metric seen so far, in first-seen order
+        self.records: list[tuple[np.ndarray, int, dict[str, np.ndarray]]] = []
+        self.latest: dict[str, np.ndarray] = {}  # [K] each member's last value (NaN: none)
+        self.count = np.zeros(k, dtype=np.int64)  # records per member
 
     def add(self, idx: Sequence[int], epoch: int, values: dict[str, Tensor | float]) -> None:
-        cols = {k: (v.tolist() if isinstance(v, Tensor) else [v] * len(idx))
+        ids = np.asarray(idx, dtype=np.int64)
+        cols = {k: (v.detach().to("cpu", torch.float64).numpy().reshape(len(ids))
+                    if isinstance(v, Tensor) else np.full(len(ids), float(v)))
                 for k, v in values.items()}
         self.keys += [k for k in cols if k not in self.keys]
-        finite = math.isfinite
-        for j, m in enumerate(idx):
-            h = self.hist[m]
-            epochs = h.setdefault("epoch", [])
-            n = len(epochs)
-            epochs.append(epoch)
+        for k, col in cols.items():
+            self.latest.setdefault(k, np.full(self.k, np.nan))[ids] = col
+        for k in self.latest.keys() - cols.keys():
+            self.latest[k][ids] = np.nan
+        self.records.append((ids, epoch, cols))
+        self.count[ids] += 1
+
+    def histories(self) -> list[dict[str, list[float | None]]]:
+        """{"epoch": [...], metric: [...]} per member; None where a value is missing or not
+        finite (a metric first seen later is None at the earlier epochs)."""
+        R = len(self.records)
+        epochs = np.full((R, self.k), -1, dtype=np.int64)
+        mats = {k: np.full((R, self.k), np.nan) for k in self.keys}
+        for r, (ids, epoch, cols) in enumerate(self.records):
+            epochs[r, ids] = epoch
+            for k, col in cols.items():
+                mats[k][r, ids] = col
+        out = []
+        for m in range(self.k):
+            n = int(self.count[m])
+            h: dict[str, list[float | None]] = {"epoch": epochs[:n, m].tolist()}
             for k in self.keys:
-                col = h.get(k)
-                if col is None:
-                    col = h[k] = [None] * n  # a key first seen now: earlier epochs None
-                x = cols[k][j] if k in cols else None
-                col.append(x if x is not None and finite(x) else None)
+                col = mats[k][:n, m]
+                finite = np.isfinite(col)
+                h[k] = col.tolist() if finite.all() else \
+                    [v if ok else None for v, ok in zip(col.tolist(), finite.tolist())]
+            out.append(h)
+        return out
 
 
 def run_cohort(
@@ -255,8 +279,8 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
             if shared_batch:
                 order = None
             elif t.shuffle:
-                order = _to_device(epoch_orders([members[m].seed for m in idx_list], epoch, n),
-                                   device)
+                order = torch.from_numpy(  # a fresh array: no copy on the CPU
+                    epoch_orders([members[m].seed for m in idx_list], epoch, n)).to(device)
             else:
                 order = torch.arange(n, device=device).expand(len(idx_list), n)
             net.begin_epoch(order)
@@ -305,8 +329,8 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
     for j, m in enumerate(idx_list):
         runs[m].params = [p[j].detach().cpu().numpy().copy() for p in net.params]
     seconds = time.perf_counter() - t0
-    for m, r in enumerate(runs):
-        r.history = rec.hist[m]
+    for r, history in zip(runs, rec.histories()):
+        r.history = history
         r.steps = {"lr": lr_steps[m]}
         r.seconds = seconds / K
     return runs
@@ -342,13 +366,12 @@ def _relayout(state: Any, net: nets.Stack) -> Any:
 
 def rec_metric(rec: _Recorder, idx: list[int], k: int, device: torch.device,
                dtype: torch.dtype) -> Tensor:
-    """Full-K metric for a stateful schedule: val loss (train loss without a val set)."""
-    out = torch.full((k,), math.inf, device=device, dtype=dtype)
-    for m in idx:
-        h = rec.hist[m]
-        v = (h.get("val_loss") or h["train_loss"])[-1]
-        out[m] = math.inf if v is None else v
-    return out
+    """Full-K metric for a stateful schedule: val loss (train loss without a val set) of the
+    last record; inf where it is missing or not finite."""
+    last = rec.latest["val_loss" if "val_loss" in rec.latest else "train_loss"]
+    out = np.full(k, np.inf)
+    out[idx] = np.where(np.isfinite(last[idx]), last[idx], np.inf)  # inactive members: inf
+    return torch.as_tensor(out, device=device, dtype=dtype)
 
 
 def _remaining(trains: list[TrainSpec], phases: list[Any], phase: int, e: int) -> int:
