@@ -326,8 +326,9 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
                 last_lr = last_lr[keep]
             if progress:
                 progress(len(idx_list))
+    final = [p.detach().cpu().contiguous().numpy() for p in net.params]  # one copy per array
     for j, m in enumerate(idx_list):
-        runs[m].params = [p[j].detach().cpu().numpy().copy() for p in net.params]
+        runs[m].params = [a[j].copy() for a in final]
     seconds = time.perf_counter() - t0
     for r, history in zip(runs, rec.histories()):
         r.history = history
