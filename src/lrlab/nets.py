@@ -317,9 +317,37 @@ def backprop(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
 
 def loss_and_grads(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
                    ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Mean batch loss [K], batch accuracy [K] and gradients (same shapes as params)."""
+    """Mean batch loss [K], batch accuracy [K] and gradients (same shapes as params).
+
+    On the CPU the compiled kernel computes them when it covers the net (`kernel_for`); the
+    gradients are then views of one member-innermost [P, K] tensor."""
+    kern = kernel_for(arch, x.device, x.dtype) if all(
+        p.device == x.device and p.dtype == x.dtype for p in params) else None
+    if kern is not None:
+        return _kernel_loss_and_grads(kern, params, x, y, arch)
     loss, z, grads = backprop(params, x, y, arch)
     return loss.mean(1), _correct(z, y).to(z.dtype).mean(1), grads
+
+
+def _kernel_loss_and_grads(kern: Kernel, params: Sequence[Tensor], x: Tensor, y: Tensor,
+                           arch: Arch) -> tuple[Tensor, Tensor, list[Tensor]]:
+    K = params[0].shape[0]
+    flat = torch.cat([p.detach().reshape(K, -1) for p in params], 1)  # [K, P]
+    soa = torch.empty(flat.shape[1], K, dtype=flat.dtype).t().copy_(flat)
+    if x.dim() == 2:  # one batch shared by every member
+        B, rows, labels, order = x.shape[0], x.detach().contiguous(), y, None
+    else:  # member k's batch: rows k*B .. (k+1)*B of the stacked batches
+        B = x.shape[1]
+        rows = x.detach().reshape(K * B, -1).contiguous()
+        labels = y.expand(K, B) if y.dim() == 1 else y
+        order = torch.arange(K * B, dtype=torch.int64).view(K, B)
+    labels = labels.reshape(-1).to(torch.int64).contiguous()
+    correct = torch.empty(K, dtype=torch.float64)
+    loss, g = kern.train(soa, rows, labels, order, 0, B, correct)
+    sizes = [p[0].numel() for p in params]
+    grads = [part.view(p.shape) for part, p in zip(g.split(sizes, 1), params)]
+    dtype = x.dtype
+    return (loss / B).to(dtype), (correct / B).to(dtype), grads
 
 
 @torch.no_grad()
@@ -561,9 +589,10 @@ class Kernel:
             return self._arange(x.shape[0]), 0
         return order, order.stride(0)
 
-    def train(self, flat: Tensor, x: Tensor, y: Tensor, order: Tensor | None, lo: int, hi: int
-              ) -> tuple[Tensor, Tensor]:
-        """(summed batch loss [K], gradient of the mean batch loss, laid out like `flat`)."""
+    def train(self, flat: Tensor, x: Tensor, y: Tensor, order: Tensor | None, lo: int, hi: int,
+              correct: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(summed batch loss [K], gradient of the mean batch loss, laid out like `flat`);
+        the number of correct predictions per member into `correct` [K] float64 if given."""
         K, P = flat.shape
         grads = torch.empty(P, K, dtype=flat.dtype).t()
         loss = torch.empty(K, dtype=torch.float64)
@@ -571,7 +600,8 @@ class Kernel:
         big = K * (hi - lo) * P >= KERNEL_PARALLEL_MACS  # worth a thread hand-off per step
         self._run(self._train, K, lambda a, b: (
             self.cfg.data_ptr(), flat.data_ptr(), K, grads.data_ptr(), a, b, 0, x.data_ptr(),
-            y.data_ptr(), idx.data_ptr(), ldi, lo, hi - lo, loss.data_ptr()), big)
+            y.data_ptr(), idx.data_ptr(), ldi, lo, hi - lo, loss.data_ptr(),
+            None if correct is None else correct.data_ptr()), big)
         return loss, grads
 
     def sgd_epoch(self, flat: Tensor, x: Tensor, y: Tensor, order: Tensor | None,
@@ -685,7 +715,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
             kernel_error = f"building or loading {out}: {exc}"
             continue
         p, i = ctypes.c_void_p, ctypes.c_int64
-        signatures = {"train": [p, p, i, p, i, i, i, p, p, p, i, i, i, p],
+        signatures = {"train": [p, p, i, p, i, i, i, p, p, p, i, i, i, p, p],
                       "sgd_epoch": [p, p, i, i, i, i, p, p, p, i, p, i, p, i, p],
                       "eval": [p, p, i, i, i, i, i, p, p, i, p, i, i, p],
                       "math": [ctypes.c_int, p, i, p]}

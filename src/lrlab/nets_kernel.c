@@ -246,7 +246,7 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 #define TRAIN_ARGS(T)                                                                      \
     const int64_t *cfg, const T *P, int64_t ldk, T *G, int64_t k_begin, int64_t k_end,     \
         int64_t vmax, const T *X, const int64_t *y, const int64_t *idx, int64_t ldi,       \
-        int64_t b0, int64_t B, double *loss
+        int64_t b0, int64_t B, double *loss, double *correct
 /* A whole epoch of plain SGD (torch.optim.SGD without momentum or weight decay) for members
  * [k_begin, k_end): for step s, the gradient g of the mean batch loss on positions
  * bounds[s] .. bounds[s+1] of each member's order, then P <- P + g * (-lr[s * ldl + k]) in
@@ -266,7 +266,7 @@ void lr_epoch_orders(const int64_t *seeds, int64_t K, int64_t epoch, int64_t n, 
 
 #if LR_ONLY != 2
 int lr_train_f32(TRAIN_ARGS(float)) {
-    TILES(grad, f32, 16, 8, 4, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
+    TILES(grad, f32, 16, 8, 4, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss, correct);
 }
 int lr_sgd_epoch_f32(SGD_ARGS(float)) {
     TILES(sgd_epoch, f32, 16, 8, 4, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
@@ -290,7 +290,7 @@ int lr_math_f32(int op, const float *x, int64_t n, float *out) {
 
 #if LR_ONLY != 1
 int lr_train_f64(TRAIN_ARGS(double)) {
-    TILES(grad, f64, 8, 4, 2, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss);
+    TILES(grad, f64, 8, 4, 2, cfg, P, ldk, G, X, y, idx, ldi, b0, B, loss, correct);
 }
 int lr_sgd_epoch_f64(SGD_ARGS(double)) {
     TILES(sgd_epoch, f64, 8, 4, 2, cfg, P, ldk, X, y, idx, ldi, bounds, steps, lr, ldl,
@@ -747,10 +747,10 @@ static int FN(workspace)(const FN(net_t) *n, int with_g, FN(ws_t) *w) {
 /* One batch for the tile's lanes (P, G at the tile's first lane): rows order[l][lo .. hi) of
  * X for lane l. Gradient mode (G given): the gradient of the mean
  * batch loss into G (cell q at G[q * ldk]). SGD mode (G NULL): P <- P + gradient * nlr.
- * Adds the summed batch loss to *lsum. */
+ * Adds the summed batch loss to *lsum and the number of correct predictions to *csum. */
 static void FN(batch)(const FN(net_t) *n, FN(ws_t) *w, T *P, int64_t ldk, T *G, const T *X,
                       const int64_t *y, const int64_t *const *order, int64_t lo, int64_t hi,
-                      VT nlr, VD *lsum) {
+                      VT nlr, VD *lsum, VD *csum) {
     int L = n->L, d = n->sizes[0], C = n->sizes[L];
     int64_t B = hi - lo;
     const T scale = (T)(1.0 / (double)B);
@@ -782,6 +782,7 @@ static void FN(batch)(const FN(net_t) *n, FN(ws_t) *w, T *P, int64_t ldk, T *G, 
             VT lb = FN(row_loss)(n->out, C, w->A[L] + (int64_t)b * C * V,
                                  FN(ldi)(w->lab + b * V), D + (int64_t)b * C * V, scale, &corr);
             *lsum += FN(wide)(lb);
+            *csum += FN(wide)(corr);
         }
         for (int l = L - 1; l >= 0; l--) {
             int fi = n->sizes[l], fo = n->sizes[l + 1];
@@ -835,25 +836,27 @@ static void FN(unpad)(const FN(net_t) *n, const T *t, T *P, int64_t ldk, int64_t
 
 static int FN(grad)(int64_t k0, int64_t live, const int64_t *cfg, const T *P, int64_t ldk,
                     T *G, const T *X, const int64_t *y, const int64_t *idx, int64_t ldi,
-                    int64_t b0, int64_t B, double *loss) {
+                    int64_t b0, int64_t B, double *loss, double *correct) {
     FN(net_t) n;
     FN(ws_t) w;
     const int64_t *order[V];
     if (FN(parse)(cfg, &n)) return 1;
     if (FN(workspace)(&n, 0, &w)) return 2;
     FN(lane_orders)(idx, ldi, k0, live, order);
-    VD lsum = (VD){0};
+    VD lsum = (VD){0}, csum = (VD){0};
     if (live == V) {
         FN(batch)(&n, &w, (T *)P + k0, ldk, G + k0, X, y, order, b0, b0 + B, FN(bc)((T)0),
-                  &lsum);
+                  &lsum, &csum);
     } else {
         T *Pt = FN(pad_copy)(&n, P, ldk, k0, live, 1);
         if (!Pt) return 2;
         T *Gt = Pt + n.P * V;
-        FN(batch)(&n, &w, Pt, V, Gt, X, y, order, b0, b0 + B, FN(bc)((T)0), &lsum);
+        FN(batch)(&n, &w, Pt, V, Gt, X, y, order, b0, b0 + B, FN(bc)((T)0), &lsum, &csum);
         FN(unpad)(&n, Gt, G, ldk, k0, live);
     }
     for (int l = 0; l < live; l++) loss[k0 + l] = lsum[l];
+    if (correct)
+        for (int l = 0; l < live; l++) correct[k0 + l] = csum[l];
     return 0;
 }
 
@@ -876,10 +879,10 @@ static int FN(sgd_epoch)(int64_t k0, int64_t live, const int64_t *cfg, T *P, int
         if (!(Pt = FN(pad_copy)(&n, P, ldk, k0, live, 0))) return 2;
         ldt = V;
     }
-    VD lsum = (VD){0};
+    VD lsum = (VD){0}, csum = (VD){0};
     for (int64_t s = 0; s < steps; s++)
         FN(batch)(&n, &w, Pt, ldt, NULL, X, y, order, bounds[s], bounds[s + 1],
-                  -FN(lanes)(lr + s * ldl + k0, live), &lsum);
+                  -FN(lanes)(lr + s * ldl + k0, live), &lsum, &csum);
     if (live < V) FN(unpad)(&n, Pt, P, ldk, k0, live);
     for (int l = 0; l < live; l++) loss[k0 + l] = lsum[l];
     return 0;
