@@ -177,6 +177,10 @@ def test_engine_kernel_equals_torch_path(monkeypatch):
     slow = engine.run_cohort(Cohort(0, tuple(ms)), ds, s.run)
     assert [r.status for r in fast] == [r.status for r in slow]
     assert any(r.status == "diverged" for r in fast)
+    for m, a, b in zip(ms, fast, slow):  # each member's own per-step lr record
+        assert a.steps == b.steps
+        assert a.steps["lr"][0] == m.train.lr
+        assert a.steps["lr"][-1] == (0.02 if a.status == "ok" else m.train.lr)
     for a, b in zip(fast, slow):
         assert a.history.keys() == b.history.keys()
         for key in a.history:

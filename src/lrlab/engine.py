@@ -330,7 +330,7 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
     for j, m in enumerate(idx_list):
         runs[m].params = [a[j].copy() for a in final]
     seconds = time.perf_counter() - t0
-    for r, history in zip(runs, rec.histories()):
+    for m, (r, history) in enumerate(zip(runs, rec.histories())):
         r.history = history
         r.steps = {"lr": lr_steps[m]}
         r.seconds = seconds / K
