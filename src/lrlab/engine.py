@@ -4,6 +4,11 @@ One step reads top to bottom (STYLE 8): lr, batch, forward+backward, clip, updat
 epoch: evaluate train and val in one batched forward, record, run the probe hooks, freeze and
 drop (compact) members that diverged. Members never see each other: each has its own init and
 data order derived from its seed alone, so a member's curve does not depend on its cohort.
+
+The parameters live in a `nets.Stack` (one flat [K, P] tensor). On the CPU its steps run in
+the compiled kernel (nets_kernel.c); with plain SGD and no clipping a whole epoch of steps is
+one kernel call (same update, p + grad * (-lr), done in C), otherwise each step's gradients
+come from the kernel (or torch) and the optimizer updates the flat tensor in one go.
 """
 
 from __future__ import annotations

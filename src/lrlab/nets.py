@@ -6,6 +6,10 @@ is the mean over its batch, so plain SGD on it is Keras/PyTorch SGD, and it is a
 update `w -= lr/len(batch) * summed_gradient` for the quadratic cost.
 
 The hand-written backward is checked against autograd in float64 (tests/test_nets.py).
+
+`Stack` holds a cohort's parameters as one flat tensor and trains them; on the CPU it uses the
+same forward, loss and backward compiled as one fused kernel (nets_kernel.c, members as SIMD
+lanes; checked against this file in tests/test_kernel.py), elsewhere the torch code below.
 """
 
 from __future__ import annotations
