@@ -732,6 +732,11 @@ def main() -> None:
     if profile:
         md += ["## 8. Where lrlab's time goes (scenario 1, cProfile)", "", profile, ""]
     md += ["## How lrlab gets there", "", NOTES.strip(), ""]
+    if not args.device.startswith("cuda"):
+        md += ["## GPU", "", "Not measured here: no GPU was available to this run. "
+               "`bench/run.py --device cuda` runs the same scenarios on a GPU (lrlab's torch "
+               "path with batched matmuls; the compiled kernel is CPU-only) and writes its own "
+               "table.", ""]
     Path(args.out).write_text("\n".join(md) + "\n", encoding="utf-8")
     print(f"\nwritten: {args.out}")
 
