@@ -668,10 +668,14 @@ def main() -> None:
                          "and range test, 7 memory, 8 profile")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
-    ap.add_argument("--out", default=str(BENCH / "results.md"),
-                    help="where to write the results ('-' = do not write)")
+    ap.add_argument("--out", default=None,
+                    help="where to write the results ('-' = do not write; default "
+                         "bench/results.md, or bench/results-cuda.md with --device cuda)")
     args = ap.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.out is None:
+        args.out = str(BENCH / ("results-cuda.md" if args.device.startswith("cuda")
+                                else "results.md"))
     args.loop_repeats = {1: 2, 3: 2, 4: 2}  # the slowest loops (~30 s a run on a quiet machine)
     want = set(args.only) or set(range(1, 10))
     started = datetime.datetime.now()
@@ -735,8 +739,8 @@ def main() -> None:
     if not args.device.startswith("cuda"):
         md += ["## GPU", "", "Not measured here: no GPU was available to this run. "
                "`bench/run.py --device cuda` runs the same scenarios on a GPU (lrlab's torch "
-               "path with batched matmuls; the compiled kernel is CPU-only) and writes its own "
-               "table.", ""]
+               "path with batched matmuls; the compiled kernel is CPU-only) and writes "
+               "bench/results-cuda.md.", ""]
     Path(args.out).write_text("\n".join(md) + "\n", encoding="utf-8")
     print(f"\nwritten: {args.out}")
 
