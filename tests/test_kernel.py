@@ -258,3 +258,25 @@ def test_evaluation_with_a_gemm_first_layer(monkeypatch):
             fast, slow = nets.Stack(arch, params, x, y, kern), nets.Stack(arch, params, x, y)
             for ef, es in zip(fast.evaluate(x, y, 97), slow.evaluate(x, y, 97)):
                 torch.testing.assert_close(ef, es, rtol=1e-12, atol=1e-13)
+
+
+def test_loss_and_grads_through_the_kernel(monkeypatch):
+    """nets.loss_and_grads on the kernel (shared or per-member batches, 1-D or 2-D labels)
+    equals the torch path: loss, accuracy and every gradient."""
+    arch = nets.Arch((3, 6, 4), "relu", "softmax")
+    params = _params(arch, 5, torch.float64)
+    g = torch.Generator().manual_seed(7)
+    xs = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    ys = torch.randint(0, 4, (20,), generator=g)
+    xk = torch.randn(5, 20, 3, generator=g, dtype=torch.float64)
+    yk = torch.randint(0, 4, (5, 20), generator=g)
+    for x, y in ((xs, ys), (xk, yk), (xk, ys)):
+        fast = nets.loss_and_grads(params, x, y, arch)
+        monkeypatch.setenv("LRLAB_KERNEL", "0")
+        slow = nets.loss_and_grads(params, x, y, arch)
+        monkeypatch.delenv("LRLAB_KERNEL")
+        for a, b in zip(fast[:2], slow[:2]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        for a, b in zip(fast[2], slow[2]):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
