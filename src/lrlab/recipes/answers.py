@@ -635,7 +635,8 @@ def tour(directory: Path, recipe: Any) -> Lines:
     out.append("Validation-based selection: for each method (optimizer, schedule, network) "
                "the lr with the lowest median final validation loss over seeds (a run that "
                "diverged in any seed disqualifies that lr).")
-    out.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'val acc':>7}  verdicts")
+    out.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'seed range':>17}  "
+               f"{'val acc':>7}  verdicts")
     best_rows = []
     for key, items in methods.items():
         score, lr, g = min(items, key=lambda t: t[0])
@@ -643,13 +644,18 @@ def tour(directory: Path, recipe: Any) -> Lines:
         best_rows.append((score, key, lr, acc, g))
     best_rows.sort(key=lambda t: t[0])
     for score, key, lr, acc, g in best_rows:
+        vl = [r["final"]["val_loss"] for r in g if r["final"]["val_loss"] is not None]
+        rng = f"{min(vl):.4g}-{max(vl):.4g}" if vl else "-"
         out.append(f"{key:<58}{_value(lr) if math.isfinite(score) else '-':>8}  "
-                   f"{_f(score if math.isfinite(score) else None, 4):>8}  {_f(acc):>7}  "
-                   f"{label_counts(g)}")
+                   f"{_f(score if math.isfinite(score) else None, 4):>8}  {rng:>17}  "
+                   f"{_f(acc):>7}  {label_counts(g)}")
     if best_rows and math.isfinite(best_rows[0][0]):
         score, key, lr, acc, g = best_rows[0]
         out.append(f"Selected: {key}, lr {_value(lr)}: median val loss {score:.4g}, "
                    f"val acc {_f(acc)}.")
+        t = typical(g)
+        if t["verdict"]:
+            out.append(f"  lrlab's verdict there: {t['verdict']['explanation']}")
         for fam, test in (("fixed-lr SGD", _is(optimizer="sgd", schedule="constant")),
                           ("SGD with a decay schedule", lambda m: m.get("optimizer") == "sgd"
                            and m.get("schedule") != "constant"),
@@ -661,6 +667,10 @@ def tour(directory: Path, recipe: Any) -> Lines:
                 s, k, lr2, a, _ = cand[0]
                 out.append(f"- best {fam}: {k}, lr {_value(lr2)}: val loss {s:.4g}, "
                            f"val acc {_f(a)}")
+    out.append("Verdicts over every lr, per optimizer:")
+    for opt, g in group(recs, [k for k in (recs[0]["member"] if recs else {})
+                               if k != "optimizer"]).items():
+        out.append(f"- {opt}: {label_counts(g)}")
     return out
 
 
