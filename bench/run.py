@@ -630,6 +630,16 @@ NOTES = """
   softmax and the data gathering come on top, so a fraction near 1 is out of reach for these
   small nets. The peak is a large GEMM with every core; the kernel runs in one thread unless
   `runner.threads_for` gives the cohort more (then members are split over threads).
+
+Measured on the way and dropped (ratios side by side, this machine): MKL's batched GEMM
+called directly (`cblas_sgemm_batch` through ctypes) was at most 1.3x `torch.bmm` on the blobs
+shapes; grouped `conv1d` as a batched matmul 10-20x slower; `-O3` no faster than
+`-O2 -fpeel-loops` (a third more compile time); narrower SIMD tiles so a big net's weights stay
+in L2 (8 or 4 lanes) slower than 16 lanes for MNIST and digits; software prefetch of W and
+32-row chunks no measurable change. Kept: member-innermost storage, whole-epoch SGD, 8x2
+register blocks, padded remainder tiles, the GEMM first layer for MNIST's evaluation, torch ops
+at one thread around the kernel (two OpenMP threads next to a busy neighbour made a
+275k-element update 17 ms instead of 0.15 ms).
 """
 
 
