@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,19 +41,28 @@ SPEC = {"name": "ray24", "data": {"source": "blobs", "n": 300},
 N_MEMBERS = 24
 
 
+SOCKET_MAX = 107  # AF_UNIX path bytes on Linux, as Ray checks them
+SOCKET_TAIL = len("/session_2026-12-04_17-58-14_113118_1234567/sockets/plasma_store")
+
+
 @pytest.fixture(scope="module")
-def ray_tmp():
-    """Ray's session files (logs, sockets) in a short private folder, removed at the end."""
-    d = tempfile.mkdtemp(prefix="lrray", dir="/tmp")  # short: Ray's socket paths must fit
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+def ray_tmp() -> Path:
+    """Ray's folder of this test session: $RAY_TMPDIR/ray, inside pytest's temp folder
+    (tests/conftest.py). Ray writes its sessions, logs, sockets and the address file of a
+    test cluster (`ray_current_cluster`) there and nowhere else."""
+    d = Path(os.environ["RAY_TMPDIR"]) / "ray"
+    if len(str(d)) + SOCKET_TAIL > SOCKET_MAX:
+        pytest.fail(f"Ray's socket paths under {d} would exceed {SOCKET_MAX} bytes (AF_UNIX); "
+                    "run the tests with a shorter TMPDIR (e.g. TMPDIR=$(mktemp -d /tmp/lrXXXXXX))")
+    d.mkdir(exist_ok=True)
+    return d
 
 
 @pytest.fixture(scope="module")
 def ray_local(ray_tmp):
     """One local Ray instance on loopback for this module (stopped at its end)."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
-             log_to_driver=False, object_store_memory=200 * 2**20, _temp_dir=ray_tmp)
+             log_to_driver=False, object_store_memory=200 * 2**20, _temp_dir=str(ray_tmp))
     yield ray
     ray.shutdown()
 
@@ -108,8 +115,8 @@ def test_two_nodes_on_loopback_through_address(local_reference, ray_tmp, tmp_pat
     from ray.cluster_utils import Cluster
 
     address_file = Path(get_ray_address_file(None))  # the cluster records its address here
-    address_before = address_file.read_text() if address_file.is_file() else None
-    node_args = {"num_cpus": 1, "object_store_memory": 100 * 2**20, "temp_dir": ray_tmp}
+    assert address_file.parent == ray_tmp  # this session's folder, never /tmp/ray
+    node_args = {"num_cpus": 1, "object_store_memory": 100 * 2**20, "temp_dir": str(ray_tmp)}
     cluster = Cluster(initialize_head=True, connect=False, shutdown_at_exit=False,
                       head_node_args={**node_args, "include_dashboard": False})
     nodes = [cluster.head_node]
@@ -133,10 +140,7 @@ def test_two_nodes_on_loopback_through_address(local_reference, ray_tmp, tmp_pat
         pids = [p for n in nodes for p in _pids(n)]
         for node in reversed(nodes):  # kills each node's processes by pid
             cluster.remove_node(node, allow_graceful=True)
-        if address_before is None:
-            address_file.unlink(missing_ok=True)
-        else:
-            address_file.write_text(address_before)
+        address_file.unlink(missing_ok=True)  # names a cluster that is gone
     assert pids
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in [*pids, *worker_pids]) and time.monotonic() < deadline:
