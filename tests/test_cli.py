@@ -23,7 +23,7 @@ def _invoke(args, monkeypatch=None):
 def test_flags_reach_the_engine(monkeypatch, tmp_path):
     seen = {}
 
-    def fake(spec, target, command, quiet):
+    def fake(spec, target, command, quiet, overwrite=False):
         seen["spec"], seen["target"] = spec, target
 
     monkeypatch.setattr(cli, "run_sweep", fake)

@@ -1,4 +1,4 @@
-"""The `lrlab` command: a thin shell over the library (STYLE 14).
+"""The `lrlab` command: a thin shell over the library.
 
 Exit codes: 0 success; 2 a bad spec, flag or input file (one line on stderr, nothing written);
 1 a failure while running; 3 `gradcheck` found a wrong gradient.
@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,33 @@ def fail(exc: Exception) -> typer.Exit:
     """A bad input: one line on stderr, exit code 2."""
     sys.stderr.write(f"lrlab: error: {exc}\n")  # one unwrapped line, whatever the terminal width
     return typer.Exit(code=2)
+
+
+_SAID = [False]  # the interruption's line was written
+
+
+def _interrupt_line(exc: BaseException | None) -> None:
+    """Write Ctrl-C's one line on stderr: what a sweep kept and how to finish it
+    (runner.Interrupted), else just that it was interrupted."""
+    from_sweep = None
+    seen = exc
+    while seen is not None and from_sweep is None:  # (wrapped by click in Abort or Exit)
+        if type(seen).__name__ == "Interrupted":
+            from_sweep = seen
+        seen = seen.__cause__ or seen.__context__
+    if not _SAID[0]:
+        sys.stderr.write(f"lrlab: {from_sweep or 'interrupted'}\n")
+        _SAID[0] = True
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C inside the block: its one line on stderr, then exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        _interrupt_line(exc)
+        raise typer.Exit(code=130) from None
 
 
 # ----------------------------------------------------------------------------- parsing flags
@@ -326,7 +354,8 @@ def sweep(
     no_probes: Annotated[bool, typer.Option("--no-probes", help="skip probe measurements")] = False,
     name: Annotated[str | None, opt("experiment name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing experiment folder")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the lrlab result in --out (only "
+                                            "lrlab's own files are removed)")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a learning-rate sweep: one batched model per cohort; writes store and report."""
@@ -347,20 +376,20 @@ def sweep(
             no_probes=no_probes)
         spec = spec_mod.resolve(merge(doc, over))
         target = out_dir or Path("runs") / spec.name
-        if overwrite and (target / "lrlab.sqlite").is_file():
-            shutil.rmtree(target)
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        run_sweep(spec, target, command, quiet)
+        run_sweep(spec, target, command, quiet, overwrite)
     except LrlabError as exc:
         raise fail(exc) from None
 
 
-def run_sweep(spec: Any, target: Path, command: str, quiet: bool) -> None:
-    """Run with a progress bar, then print the summary table and the recommendation."""
+def run_sweep(spec: Any, target: Path, command: str, quiet: bool, overwrite: bool = False
+              ) -> None:
+    """Run with a progress bar, then print the summary table and the recommendation.
+    `overwrite` replaces the lrlab result in `target` (only lrlab's files are removed)."""
     from lrlab import runner
 
-    with Bar(f"sweep {spec.name}", enabled=not quiet) as bar:
-        result = runner.sweep(spec, target, progress=bar, command=command)
+    with interruptible(), Bar(f"sweep {spec.name}", enabled=not quiet) as bar:
+        result = runner.sweep(spec, target, progress=bar, command=command, overwrite=overwrite)
     out.print(summary_table(result.directory))
     print_recommendation(result.directory)
     out.print(f"report: {result.report_path}", markup=False, highlight=False)
@@ -385,7 +414,8 @@ def export(
 
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="experiment folder")]) -> None:
-    """Rebuild report.html from the store (no retraining)."""
+    """Rebuild report.html from the store (no retraining; never from fewer finished members
+    than the report it replaces)."""
     from lrlab import report as report_mod
 
     try:
@@ -483,17 +513,19 @@ _commands.register()
 
 def main() -> None:
     """Console entry point: bad input (a flag, a spec, a file) is one line on stderr and exit
-    code 2; a failure while running is exit code 1; Ctrl-C is 130."""
+    code 2; a failure while running is exit code 1; Ctrl-C is 130, with one line saying what
+    was kept."""
+    _SAID[0] = False
     try:
         code = app(standalone_mode=False)
     except LrlabError as exc:  # pragma: no cover - commands catch their own
         sys.stderr.write(f"lrlab: error: {exc}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     except Exception as exc:
         if type(exc).__name__ == "Abort":  # typer's wrapper of KeyboardInterrupt
-            _interrupted()
+            _interrupted(exc)
         if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):
             message = " ".join(exc.format_message().split())  # a usage error, as one line
             ctx = getattr(exc, "ctx", None)
@@ -503,11 +535,13 @@ def main() -> None:
             sys.exit(2)
         sys.stderr.write(f"lrlab: failed: {type(exc).__name__}: {exc}\n")  # while running
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C into exit code 130, silently
+        _interrupt_line(None)
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _interrupted() -> None:
-    err.print("lrlab: interrupted; `lrlab resume DIR` finishes the sweep")
+def _interrupted(exc: BaseException) -> None:
+    _interrupt_line(exc)
     sys.exit(130)
 
 

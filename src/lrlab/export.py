@@ -1,6 +1,6 @@
 """Export records from a stored experiment: JSON Lines (one object per member) or CSV.
 
-The record shape is a promise to scripts (DESIGN "Interfaces"): `member` (swept values),
+The record shape is a promise to scripts: `member` (swept values),
 `status`, `diverged_epoch`, `final`, `verdict`, `history`. No NaN or Inf is ever written:
 a non-finite value is `null`.
 """

@@ -1962,9 +1962,13 @@ def _header(exp: Experiment) -> str:
 
 
 def build(directory: str | Path) -> Path:
-    """Write report.html, the PNG figures and their CSVs into the experiment folder."""
+    """Write report.html, the PNG figures and their CSVs into the experiment folder (never over
+    a report built from more finished members: LrlabError, nothing written)."""
+    from lrlab import folder
+
     exp = load_experiment(directory)
     d = exp.directory
+    folder.check_report(d, len(exp.recs))
     with plt.rc_context(RC):
         body = {
             "answer": sec_answer(exp),
@@ -1977,7 +1981,7 @@ def build(directory: str | Path) -> Path:
             "reproduce": sec_reproduce(exp),
         }
     page = _page(f"lrlab: {exp.name}", _header(exp), SECTIONS, body)
-    return _write(d / "report.html", page)
+    return _write(d / "report.html", folder.tag_report(page, "experiment", len(exp.recs)))
 
 
 def _compare_names(exps: Sequence[Experiment]) -> list[str]:
@@ -2057,4 +2061,7 @@ def build_compare(directories: Sequence[str | Path], out: str | Path) -> Path:
               + " · ".join(f"{_e(n)}: {len(e.recs)} runs in {_e(str(e.directory))}"
                            for n, e in zip(names, exps)) + "</p>")
     page = _page("lrlab compare: " + " vs ".join(names), header, COMPARE_SECTIONS, body)
-    return _write(d / "report.html", page)
+    from lrlab import folder
+
+    return _write(d / "report.html",
+                  folder.tag_report(page, "compare", sum(len(e.recs) for e in exps)))

@@ -8,7 +8,10 @@
   the machine) and stored; a resume reruns the unfinished cohorts with exactly their stored
   members, on any backend, so the numbers are those of an undisturbed run.
 - Each finished cohort is committed in one transaction as its result arrives; an existing folder
-  with the same experiment resumes where it stopped, a different one is refused.
+  with the same experiment resumes where it stopped, a different one is refused, and so is one
+  whose data changed since it started (the store keeps a fingerprint of the data). File paths in
+  the spec are stored absolute, so a resume works from any working directory.
+- Ctrl-C stops a sweep with `Interrupted`, which says what was kept and how to finish it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import shutil
 import socket
 import sys
@@ -34,6 +38,7 @@ import torch
 
 from lrlab import data as data_mod
 from lrlab import engine, nets
+from lrlab import folder as folders
 from lrlab import spec as spec_mod
 from lrlab.errors import LrlabError
 from lrlab.spec import Cohort, Spec
@@ -59,6 +64,28 @@ def as_spec(spec: Spec | str | Path | Mapping[str, Any]) -> Spec:
     if isinstance(spec, (str, Path)):
         return spec_mod.resolve(spec_mod.load_toml(spec))
     return spec_mod.resolve(dict(spec))
+
+
+def absolute_paths(spec: Spec) -> Spec:
+    """The spec with every data file path (csv:PATH, npz:PATH, ...) made absolute, so a stored
+    experiment names its files wherever it is resumed from."""
+    d = spec_mod.to_dict(spec)
+    changed = False
+    for table in (d["data"], d["sweep"]):
+        src = table.get("source")
+        if isinstance(src, str):
+            table["source"] = _absolute_source(src)
+        elif isinstance(src, list):
+            table["source"] = [_absolute_source(x) if isinstance(x, str) else x for x in src]
+        changed |= table.get("source") != src
+    return spec_mod.resolve(d) if changed else spec
+
+
+def _absolute_source(source: str) -> str:
+    prefix, sep, rest = source.partition(":")
+    if not sep or not rest or prefix not in spec_mod.FILE_PREFIXES:
+        return source
+    return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
 
 
 def load_data(spec: Spec) -> dict[spec_mod.DataSpec, data_mod.Dataset]:
@@ -117,12 +144,19 @@ class Result:
 
     @classmethod
     def load(cls, directory: str | Path) -> Result:
+        """Read a finished or interrupted experiment (LrlabError for anything that is not a
+        complete lrlab store); reads only, writes nothing."""
         d = Path(directory)
         store = Store.open(d)
         try:
-            spec = spec_mod.resolve(json.loads(store.meta()["spec_json"]))
+            text = store.meta()["spec_json"]
         finally:
             store.close()
+        try:
+            spec = spec_mod.resolve(json.loads(text))
+        except ValueError as exc:  # json's errors, and LrlabError, are ValueErrors
+            raise LrlabError(f"{str(store.path)!r}: the stored spec cannot be read ({exc})"
+                             ) from None
         return cls(d, spec)
 
     def records(self) -> list[dict[str, Any]]:
@@ -266,9 +300,12 @@ def default_hooks(spec: Spec) -> list[engine.EpochHook]:
     return probes.hooks(spec)
 
 
-def _meta(spec: Spec, command: str | None, cohort_size: int) -> dict[str, str]:
+def _meta(spec: Spec, command: str | None, cohort_size: int,
+          data_print: list[dict[str, Any]] | None = None) -> dict[str, str]:
     return {
         "spec_json": json.dumps(spec_mod.to_dict(spec)),
+        "spec_fingerprint": folders.spec_fingerprint(identity(spec)),
+        "data_fingerprint": json.dumps(data_print or []),
         "spec_toml": spec_mod.to_toml(spec),
         "name": spec.name,
         "command": command or "",
@@ -285,7 +322,7 @@ def _meta(spec: Spec, command: str | None, cohort_size: int) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- the folder
 
-LOCK_FILE = "lrlab.lock"
+LOCK_FILE = folders.LOCK_FILE
 RUN_ONLY_KEYS = ("backend", "address", "threads", "max_members_per_cohort")
 """`[run]` keys that say where and how a sweep runs but not what it computes: an existing
 folder resumes under other values of these (its cohorts are stored, so a different cap on the
@@ -319,8 +356,9 @@ def _differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int =
 
 
 def _stored_spec(out: Path) -> dict[str, Any] | None:
-    """The spec stored in `out`'s database; None when the folder's creation never completed."""
-    store = Store.open(out)
+    """The spec stored in `out`'s database; None when the folder's creation never completed.
+    LrlabError when the database is damaged or not an lrlab store."""
+    store = Store.open(out, complete=False)
     try:
         text = store.meta().get("spec_json")
     finally:
@@ -328,17 +366,25 @@ def _stored_spec(out: Path) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
-def check_folder(out: Path, spec: Spec) -> bool:
+def check_folder(out: Path, spec: Spec, overwrite: bool = False) -> bool:
     """True when `out` already holds this experiment (resume); False when it is new or empty.
 
-    Raises LrlabError for a folder that holds a different experiment or something else.
+    Raises LrlabError for a folder that holds a different experiment, a damaged store or
+    something else. With `overwrite`, any lrlab result may be replaced (False), but a folder
+    with none is still refused. Reads only.
     """
-    if (out / DB_NAME).is_file():
+    if overwrite:
+        if out.exists() and (not out.is_dir() or (folders.kind(out) is None and any(
+                p.name != LOCK_FILE for p in out.iterdir()))):
+            raise LrlabError(f"--out {str(out)!r} exists and holds no lrlab result for "
+                             "--overwrite to replace; choose another path")
+        return False
+    if (out / DB_NAME).exists():
         stored = _stored_spec(out)
         if stored is None:  # killed while creating: meta and members are written together
             return False
-        try:
-            same = identity(spec_mod.resolve(stored)) == identity(spec)
+        try:  # (stored by an older lrlab with relative paths: relative to here)
+            same = identity(absolute_paths(spec_mod.resolve(stored))) == identity(spec)
         except LrlabError:  # written by an lrlab whose spec keys differ
             same = False
         if not same:
@@ -352,6 +398,63 @@ def check_folder(out: Path, spec: Spec) -> bool:
         raise LrlabError(f"--out {str(out)!r} exists and is not an lrlab experiment folder; "
                          "choose another path")
     return False
+
+
+def check_data(out: Path, data_print: list[dict[str, Any]]) -> None:
+    """Refuse (LrlabError) to continue an experiment whose data differ from the data it started
+    with (a fingerprint stored when it was created; stores without one are not checked)."""
+    store = Store.open(out)
+    try:
+        text = store.meta().get("data_fingerprint")
+    finally:
+        store.close()
+    try:
+        stored = json.loads(text) if text else None
+    except ValueError:
+        stored = None
+    if not stored:
+        return
+    changes = folders.data_changes(stored, data_print)
+    if changes:
+        raise LrlabError(
+            f"the data of {str(out)!r} changed since its sweep started ({changes}); a resume "
+            "must use the data it started with: restore the data, or choose another --out "
+            "(or --overwrite) to start afresh")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: what was kept, in one line (str), and how to finish it."""
+
+    def __init__(self, directory: Path, cohorts: tuple[int, int] | None = None,
+                 members: tuple[int, int] | None = None) -> None:
+        super().__init__(directory)
+        self.directory, self.cohorts, self.members = directory, cohorts, members
+
+    def __str__(self) -> str:
+        if self.cohorts is None or self.members is None:
+            return "interrupted before any result was stored; nothing was kept"
+        (c, ct), (m, mt) = self.cohorts, self.members
+        return (f"interrupted: {c} of {ct} cohorts ({m} of {mt} members) are saved in "
+                f"{self.directory}; `lrlab resume {shlex.quote(str(self.directory))}` finishes "
+                "the run")
+
+
+def saved_counts(directory: Path) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((finished cohorts, cohorts), (finished members, members)) stored in `directory`;
+    None when it holds no complete store."""
+    try:
+        store = Store.open(directory)
+    except LrlabError:
+        return None
+    try:
+        rows = store.members()
+    finally:
+        store.close()
+    cohorts: dict[int, bool] = {}
+    for r in rows:
+        cohorts[r["cohort"]] = cohorts.get(r["cohort"], True) and r["status"] is not None
+    done = sum(r["status"] is not None for r in rows)
+    return (sum(cohorts.values()), len(cohorts)), (done, len(rows))
 
 
 def _without_run_only(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -386,49 +489,66 @@ def sweep(
     backend: Backend | None = None,
     command: str | None = None,
     report: bool = True,
+    overwrite: bool = False,
 ) -> Result:
     """Run a sweep and write its folder (store, spec, verdicts, report). Returns the Result.
 
-    An existing folder holding the same experiment is resumed: only its unfinished cohorts run.
-    `progress(done, total)` is called as member-epochs finish. Bad input raises LrlabError
-    before anything is written; a failure while running leaves every finished cohort stored.
+    An existing folder holding the same experiment on the same data is resumed: only its
+    unfinished cohorts run. `overwrite` replaces whatever lrlab result the folder holds (only
+    lrlab's own files are removed, after the input was checked). `progress(done, total)` is
+    called as member-epochs finish. Bad input raises LrlabError before anything is written; a
+    failure while running leaves every finished cohort stored; Ctrl-C raises `Interrupted`.
     """
-    s = as_spec(spec)
+    s = absolute_paths(as_spec(spec))
     if backend is None and s.run.backend == "ray":  # fail fast: Ray missing, a bad address
         from lrlab import distributed
 
         distributed.check_address(s.run.address)
         distributed.require_ray(local=s.run.address is None)
     datasets = load_data(s)
+    data_print = folders.data_fingerprint(datasets)
     directory = Path(out) if out else Path("runs") / s.name
-    resuming = check_folder(directory, s)
+    resuming = check_folder(directory, s, overwrite)
+    if resuming:
+        check_data(directory, data_print)
     with _backend_session(s, backend) as run:  # reaches a Ray cluster before writing anything
         created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
-        with _folder_lock(directory):  # (another writer: LrlabError, and its folder stays)
-            try:
-                _run(s, datasets, directory, resuming, run, progress, command)
-            except LrlabError:
-                if created:  # bad input found late: leave nothing behind
-                    shutil.rmtree(directory, ignore_errors=True)
-                raise
-    if report:
-        from lrlab import report as report_mod
+        try:
+            with _folder_lock(directory):  # (another writer: LrlabError, and its folder stays)
+                if overwrite:
+                    folders.remove_own(directory, keep=(LOCK_FILE,))
+                try:
+                    _run(s, datasets, directory, resuming, run, progress, command, data_print)
+                except LrlabError:
+                    if created:  # bad input found late: leave nothing behind
+                        shutil.rmtree(directory, ignore_errors=True)
+                    raise
+            if report:
+                from lrlab import report as report_mod
 
-        report_mod.build(directory)
+                report_mod.build(directory)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            counts = saved_counts(directory)
+            if counts is None and created:  # stopped before anything was stored
+                shutil.rmtree(directory, ignore_errors=True)
+            raise (Interrupted(directory, *counts) if counts else Interrupted(directory)
+                   ) from exc
     return Result(directory, s)
 
 
 def _run(s: Spec, datasets: Mapping[Any, data_mod.Dataset], directory: Path, resuming: bool,
          backend: Backend, progress: Callable[[int, int], None] | None,
-         command: str | None) -> None:
+         command: str | None, data_print: list[dict[str, Any]] | None = None) -> None:
     if resuming:
-        store = Store.open(directory)
+        store = Store.open(directory, write=True)
         cohorts = stored_cohorts(s, store.cohort_of())
     else:
         size = s.run.max_members_per_cohort or auto_chunk(s, datasets)
         cohorts = spec_mod.cohorts(s, size)
-        store = Store.create(directory, _meta(s, command, size),
+        store = Store.create(directory, _meta(s, command, size, data_print),
                              [(m.index, c.index, m.swept) for c in cohorts for m in c.members])
     try:
         _write_spec_file(directory, store)

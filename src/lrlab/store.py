@@ -31,6 +31,9 @@ from lrlab.errors import LrlabError
 
 DB_NAME = "lrlab.sqlite"
 SCHEMA_VERSION = 1
+KNOWN_VERSIONS = (1,)
+"""Store schema versions this code reads (the version is in the `meta` table)."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +67,8 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
+        self.writer = True
+        self._member_cols = "peak_rss_mb, worker"
 
     # -- opening -------------------------------------------------------------------------
 
@@ -82,17 +87,82 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, directory: str | Path) -> Store:
-        """An existing experiment's database (LrlabError when there is none)."""
+    def open(cls, directory: str | Path, *, write: bool = False,
+             complete: bool = True) -> Store:
+        """An existing experiment's database, checked first (LrlabError naming the file and
+        what is wrong: missing, empty, garbled, another program's SQLite file, an unknown schema
+        version, or, with `complete`, a creation that never finished).
+
+        Read-only by default: nothing is written to the file or beside it. `write=True` opens
+        it for a writer (WAL mode; older databases gain the columns added since).
+        """
         path = Path(directory) / DB_NAME
-        if not path.is_file():
-            raise LrlabError(f"{str(directory)!r} holds no lrlab experiment (no {DB_NAME})")
+        _check_file(path, directory)
+        try:  # checked through a read-only connection, before a writer may touch it
+            conn = _connect_readonly(path)
+        except sqlite3.DatabaseError as exc:
+            raise LrlabError(f"{str(path)!r} is not a readable lrlab store ({exc})") from None
+        store = cls(path, conn)
+        store.writer = False
         try:
-            return cls(path, _connect(path))
-        except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond SQLite's reach
-            raise LrlabError(f"{str(path)!r} is not a readable lrlab database ({exc})") from None
+            store._validate(complete)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LrlabError(f"{str(path)!r} is damaged: SQLite cannot read it ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        if write:
+            conn.close()
+            store.conn, store.writer = _connect(path), True
+        return store
+
+    def _validate(self, complete: bool) -> None:
+        """An lrlab store of a known schema version (and, with `complete`, with its spec)."""
+        name = repr(str(self.path))
+        tables = {n for (n,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'") if not n.startswith("sqlite_")}
+        try:
+            meta = self.meta() if "meta" in tables else {}
+        except sqlite3.OperationalError:  # a `meta` table of another shape
+            meta = {}
+            tables.add("meta (not lrlab's)")
+        if "schema_version" not in meta:
+            if tables <= _TABLES and not meta:  # stopped before its meta and members were written
+                if not complete:
+                    return
+                raise LrlabError(f"{name} holds no experiment: its sweep was stopped while "
+                                 "creating it (or it is an empty database); run the sweep again")
+            if tables >= _TABLES:
+                raise LrlabError(f"{name} has no store schema version in its meta table, so "
+                                 f"lrlab cannot read it (this lrlab reads version "
+                                 f"{SCHEMA_VERSION})")
+            held = ", ".join(sorted(tables)[:6])
+            raise LrlabError(f"{name} is an SQLite database of another program, not an lrlab "
+                             f"store (its tables: {held})")
+        version = meta["schema_version"]
+        if version not in {str(v) for v in KNOWN_VERSIONS}:
+            raise LrlabError(f"{name} has store schema version {version!r}; this lrlab reads "
+                             f"version {', '.join(map(str, KNOWN_VERSIONS))}")
+        missing = sorted(_TABLES - tables)
+        if missing:
+            raise LrlabError(f"{name} is a damaged lrlab store: table(s) {', '.join(missing)} "
+                             "missing")
+        if complete and "spec_json" not in meta:
+            raise LrlabError(f"{name} is a damaged lrlab store: its meta table holds no spec")
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(members)")}
+        self._member_cols = ", ".join(c if c in have else f"NULL AS {c}"
+                                      for c in ("peak_rss_mb", "worker"))
 
     def close(self) -> None:
+        """Close; a writer leaves the file in rollback-journal mode when no reader holds it,
+        so that a later read-only open creates no -wal/-shm files beside it."""
+        if self.writer:
+            try:
+                self.conn.execute("PRAGMA busy_timeout = 0")
+                self.conn.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.DatabaseError:  # a reader has it open: it stays in WAL mode
+                pass
         self.conn.close()
 
     @contextmanager
@@ -165,8 +235,8 @@ class Store:
     def members(self) -> list[dict[str, Any]]:
         """Every member row, finished (`status` set) or not (`status` None), by id."""
         rows = self.conn.execute(
-            "SELECT id, cohort, swept, status, diverged_epoch, seconds, peak_rss_mb, worker "
-            "FROM members ORDER BY id")
+            "SELECT id, cohort, swept, status, diverged_epoch, seconds, "
+            f"{self._member_cols} FROM members ORDER BY id")
         return [{"id": i, "cohort": co, "swept": json.loads(sw), "status": st,
                  "diverged_epoch": de, "seconds": s, "peak_rss_mb": rss, "worker": w}
                 for i, co, sw, st, de, s, rss, w in rows]
@@ -229,6 +299,45 @@ def _pivot(rows: Iterable[tuple[int, str, Any]]) -> dict[str, list[Any]]:
     for name, col in cols.items():
         out[name] = [col.get(ep) for ep in epochs]
     return out
+
+
+def _check_file(path: Path, directory: str | Path) -> None:
+    """The file exists and starts like an SQLite database (LrlabError otherwise)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise LrlabError(f"{str(d)!r} is not an lrlab experiment folder "
+                         f"({'not a folder' if d.exists() else 'it does not exist'})")
+    if not path.exists():
+        raise LrlabError(f"{str(directory)!r} holds no lrlab experiment (no {DB_NAME})")
+    if not path.is_file():
+        raise LrlabError(f"{str(path)!r} is not a file, so not an lrlab store")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise LrlabError(f"{str(path)!r} cannot be read ({exc.strerror})") from None
+    if not head:
+        raise LrlabError(f"{str(path)!r} is empty (0 bytes), not an lrlab store: it was "
+                         "truncated or never written")
+    if head != SQLITE_MAGIC:
+        raise LrlabError(f"{str(path)!r} is not an lrlab store: it is not an SQLite database "
+                         "(garbled, or another kind of file)")
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that writes nothing, in the file or beside it.
+
+    A database left in WAL mode with no -wal file beside it (no writer has it open) is read as
+    immutable, since opening it in WAL mode would create -wal/-shm files; otherwise SQLite's
+    read-only mode, which shares a running writer's WAL.
+    """
+    with open(path, "rb") as f:
+        header = f.read(20)
+    wal_header = len(header) == 20 and header[18] == 2
+    wal_absent = not path.with_name(path.name + "-wal").exists()
+    flags = "mode=ro&immutable=1" if wal_header and wal_absent else "mode=ro"
+    uri = f"{path.resolve().as_uri()}?{flags}"
+    return sqlite3.connect(uri, uri=True, timeout=60)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

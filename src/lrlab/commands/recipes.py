@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lrlab.cli import Bar, app, fail, out, print_recommendation, summary_table
+from lrlab.cli import Bar, app, fail, interruptible, out, print_recommendation, summary_table
 from lrlab.errors import LrlabError
 
 recipes_app = typer.Typer(no_args_is_help=True, help="The seed scenarios as ready-made "
@@ -64,8 +63,8 @@ def run(
     device: Annotated[str | None, typer.Option(help="cpu|cuda")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder "
                                                  "(default runs/NAME)")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing experiment folder")
-                         ] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the lrlab result in --out (only "
+                                            "lrlab's own files are removed)")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a recipe, then print its answer to the seed question (also in DIR/answer.txt)."""
@@ -76,12 +75,11 @@ def run(
         # validate everything before --overwrite deletes anything
         recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
         target = out_dir or Path("runs") / (name + ("-smoke" if smoke else ""))
-        if overwrite and (target / "lrlab.sqlite").is_file():
-            shutil.rmtree(target)
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        with Bar(f"recipe {name}", enabled=not quiet) as bar:
+        with interruptible(), Bar(f"recipe {name}", enabled=not quiet) as bar:
             done = recipes.run(name, target, smoke=smoke, seeds=seeds, epochs=epochs,
-                               data=data, progress=bar, command=command, extra=extra)
+                               data=data, progress=bar, command=command, extra=extra,
+                               overwrite=overwrite)
     except LrlabError as exc:
         raise fail(exc) from None
     out.print(summary_table(done.directory))

@@ -206,14 +206,15 @@ class RecipeRun:
 def run(name: str, out: str | Path | None = None, *, smoke: bool = False,
         seeds: int | None = None, epochs: int | None = None, data: str | None = None,
         progress: Callable[[int, int], None] | None = None, command: str | None = None,
-        extra: Mapping[str, Any] | None = None) -> RecipeRun:
+        extra: Mapping[str, Any] | None = None, overwrite: bool = False) -> RecipeRun:
     """Run a recipe (a sweep of its spec), then answer its question; the answer is also
-    written to `answer.txt` in the experiment folder. Default folder: runs/NAME[-smoke]."""
+    written to `answer.txt` in the experiment folder. Default folder: runs/NAME[-smoke].
+    `overwrite` replaces the lrlab result there (runner.sweep)."""
     from lrlab import runner
 
     s = spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
     target = Path(out) if out else Path("runs") / (name + ("-smoke" if smoke else ""))
-    result = runner.sweep(s, target, progress=progress, command=command)
+    result = runner.sweep(s, target, progress=progress, command=command, overwrite=overwrite)
     lines = answer(name, result.directory)
     (Path(result.directory) / ANSWER_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return RecipeRun(name, result, lines)
