@@ -481,10 +481,10 @@ def resume(
 def gradcheck(file: Annotated[Path, typer.Argument(help="FILE.py defining params, loss, grads")]
               ) -> None:
     """Compare a hand-written backward pass with finite differences (exit 3 when wrong)."""
-    from lrlab import gradcheck as gc
+    from lrlab.gradcheck import main as gradcheck_main
 
     try:
-        code = gc.main(file)
+        code = gradcheck_main(file)
     except LrlabError as exc:
         raise fail(exc) from None
     raise typer.Exit(code=code)
