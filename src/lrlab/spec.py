@@ -528,7 +528,11 @@ def plain(value: Any, key: str = "spec", depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(plain(v, key, depth + 1) for v in value)
     if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
-        return plain(value.tolist(), key, depth)  # np.int64(3) -> 3, array -> list
+        if getattr(value, "ndim", 0):  # an array: a list of its rows or elements
+            return [plain(v, key, depth + 1) for v in value]
+        if type(value).__name__ in ("float16", "float32"):  # the shortest decimal, 0.1 not
+            return float(str(value))  # 0.10000000149011612
+        return value.tolist()  # np.int64(3) -> 3, np.bool_(True) -> True, tensor(2) -> 2
     return value
 
 
