@@ -358,10 +358,10 @@ def sweep(
             no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb)
         spec = spec_mod.resolve(merge(doc, over))
         target = out_dir or Path("runs") / spec.name
-        from lrlab import runner
-
-        runner.preflight(spec, target)  # bad input is refused before --overwrite deletes
         if overwrite and (target / "lrlab.sqlite").is_file():
+            from lrlab import runner
+
+            runner.preflight(spec, target)  # bad input is refused before --overwrite deletes
             shutil.rmtree(target)
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         run_sweep(spec, target, command, quiet)

@@ -315,6 +315,8 @@ def _read_frame(path: Path, prefix: str):
     except pd.errors.EmptyDataError:
         raise _file_error(path, "is empty", "a CSV file needs a header row and data rows") from None
     except pd.errors.ParserError as exc:
+        if prefix == "csv":
+            _check_field_counts(path)  # names the row, when that is what is wrong
         msg = str(exc).strip().splitlines()[0]
         raise _file_error(path, f"is not valid CSV ({msg})", "one header row, then one row "
                           "per sample with the same number of fields") from None

@@ -516,23 +516,24 @@ def check_size(spec: Spec) -> None:
 
 def plain(value: Any, key: str = "spec", depth: int = 0) -> Any:
     """`value` with NumPy (and torch) scalars and arrays turned into Python numbers and lists,
-    mappings into dicts; nesting deeper than MAX_DEPTH is refused."""
+    mappings into dicts; nesting deeper than MAX_DEPTH is refused, naming the key."""
     if depth > MAX_DEPTH:
         raise LrlabError(f"`{key}` nests lists or tables more than {MAX_DEPTH} levels deep; "
                          "spec values are numbers, strings, lists and tables of those")
-    if isinstance(value, (str, bool, int, float)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {k: plain(v, f"{key}.{k}" if key != "spec" else str(k), depth + 1)
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v, key, depth + 1) for v in value)
     if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
         if getattr(value, "ndim", 0):  # an array: a list of its rows or elements
             return [plain(v, key, depth + 1) for v in value]
         if type(value).__name__ in ("float16", "float32"):  # the shortest decimal, 0.1 not
             return float(str(value))  # 0.10000000149011612
         return value.tolist()  # np.int64(3) -> 3, np.bool_(True) -> True, tensor(2) -> 2
+    if isinstance(value, Mapping):
+        def child(k: Any) -> str:
+            return str(k) if depth == 0 else f"[{key}].{k}" if depth == 1 else f"{key}.{k}"
+
+        return {k: plain(v, child(k), depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain(v, key, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
     return value
 
 

@@ -88,10 +88,10 @@ def run(
         # validate everything before --overwrite deletes anything
         s = recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
         target = out_dir or Path("runs") / (name + ("-smoke" if smoke else ""))
-        from lrlab import runner
-
-        runner.preflight(s, target)  # the device, the folder's path, the data and the size
         if overwrite and (target / "lrlab.sqlite").is_file():
+            from lrlab import runner
+
+            runner.preflight(s, target)  # bad input is refused before --overwrite deletes
             shutil.rmtree(target)
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         with Bar(f"recipe {name}", enabled=not quiet) as bar:
