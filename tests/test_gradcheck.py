@@ -250,3 +250,115 @@ def test_user_file_can_import_its_neighbours(tmp_path: Path) -> None:
         "def grads(p):\n    return {'w': 2 * p['w']}\n"
     )
     assert check_file(path).ok
+
+
+# ------------------------------------------------------------- a file that does not finish
+
+_GOOD = (
+    "import numpy as np\n"
+    "params = {'w': np.arange(3.0)}\n"
+    "def loss(p):\n    return float((p['w'] ** 2).sum())\n"
+    "def grads(p):\n    return {'w': 2 * p['w']}\n"
+)
+FAILING_FILES = [  # (file text, the line named, what the message says happened)
+    ("import sys\nsys.exit(0)\n" + _GOOD, 2, "(while loading) called sys.exit(0)"),
+    (_GOOD + "raise SystemExit\n", 7, "(while loading) called sys.exit(None)"),
+    (_GOOD + "exit(1)\n", 7, "(while loading) called sys.exit(1)"),
+    (_GOOD.replace("return {'w': 2 * p['w']}", "import sys; sys.exit(0)"), 6,
+     "(in grads()) called sys.exit(0)"),
+    (_GOOD.replace("return float((p['w'] ** 2).sum())", "raise SystemExit(0)"), 4,
+     "(in loss()) called sys.exit(0)"),
+    (_GOOD.replace("return {'w': 2 * p['w']}", "return {'w': 2 * p['v']}"), 6,
+     "(in grads()) raised KeyError: 'v'"),
+    (_GOOD.replace("return float((p['w'] ** 2).sum())", "return 1 / 0"), 4,
+     "(in loss()) raised ZeroDivisionError: division by zero"),
+    ("import numpy as np\nimport no_such_module_here\n" + _GOOD, 2,
+     "(while loading) raised ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ("params = {}\nraise RuntimeError('no data')\n", 2, "raised RuntimeError: no data"),
+]
+
+
+@pytest.mark.parametrize("case", FAILING_FILES, ids=[
+    "exit-at-import", "raise-systemexit", "builtin-exit", "exit-in-grads", "exit-in-loss",
+    "keyerror-in-grads", "zerodiv-in-loss", "import-error", "error-at-import"])
+def test_an_exit_or_exception_in_the_file_fails_naming_file_and_line(case, tmp_path: Path,
+                                                                     monkeypatch, capsys
+                                                                     ) -> None:
+    text, line, what = case
+    path = tmp_path / "user_grads.py"
+    path.write_text(text)
+    with pytest.raises(LrlabError) as info:
+        check_file(path)
+    message = str(info.value)
+    assert "user_grads.py" in message and f"line {line} " in message and what in message
+    # the CLI: exit 2 and that one line, never a silent exit 0
+    from lrlab import cli
+
+    monkeypatch.setattr("sys.argv", ["lrlab", "gradcheck", str(path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert captured.err.strip().splitlines() == [f"lrlab: error: {message}"]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_the_gradcheck_cli_never_passes_a_file_that_exits(tmp_path: Path) -> None:
+    """In a real process: `sys.exit(0)` inside grads() is exit 2 with one line, not exit 0."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "exits.py"
+    path.write_text(_GOOD.replace("return {'w': 2 * p['w']}", "import sys; sys.exit(0)"))
+    res = subprocess.run([sys.executable, "-m", "lrlab.cli", "gradcheck", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "exits.py' line 6 (in grads()) called sys.exit(0)" \
+        in res.stderr
+
+
+def test_exit_inside_the_python_api_is_an_lrlab_error() -> None:
+    def leaves(p: dict) -> dict:
+        raise SystemExit(3)
+
+    with pytest.raises(LrlabError, match=r"grads\(params\) called sys.exit\(3\) instead of "
+                                         "returning"):
+        gradcheck(quad_params(), quad_loss, leaves)
+
+
+def test_lrlab_gradcheck_is_the_function_on_every_access() -> None:
+    import importlib
+
+    import lrlab
+
+    first, second = lrlab.gradcheck, lrlab.gradcheck
+    importlib.import_module("lrlab.gradcheck")  # importing the submodule again changes nothing
+    from lrlab import gradcheck as third
+
+    assert first is second is third is gradcheck
+    assert lrlab.gradcheck(quad_params(), quad_loss, quad_grads).ok
+    assert lrlab.gradcheck(quad_params(), quad_loss, quad_grads).ok  # the second call too
+
+
+def test_documented_order_and_the_older_order_agree() -> None:
+    """`gradcheck(params, loss, grads)` as a gradcheck file defines them; keywords work; the
+    older `(loss, params, grads)` gives the same numbers."""
+    def wrong(p: dict) -> dict:
+        return {**quad_grads(p), "B": 2 * quad_grads(p)["B"]}
+
+    documented = gradcheck(quad_params(), quad_loss, wrong)
+    older = gradcheck(quad_loss, quad_params(), wrong)
+    keywords = gradcheck(grads=wrong, loss=quad_loss, params=quad_params())
+    assert documented == older == keywords
+    assert documented.wrong == ("B",)
+    with pytest.raises(LrlabError, match="`loss` must be a function"):
+        gradcheck(quad_params(), "not a function", quad_grads)
+    with pytest.raises(LrlabError, match="`params` must be a non-empty dict"):
+        gradcheck(quad_loss, quad_grads, quad_grads)
+
+
+def test_numpy_scalars_as_options() -> None:
+    a = gradcheck(quad_params(), quad_loss, quad_grads, eps=np.float64(1e-6),
+                  max_entries=np.int64(4), seed=np.int32(3))
+    b = gradcheck(quad_params(), quad_loss, quad_grads, eps=1e-6, max_entries=4, seed=3)
+    assert a == b

@@ -76,6 +76,8 @@ def parse_floats(key: str, text: str) -> list[float]:
                             ) from None
         if not (lo > 0 and hi > 0 and num >= 1 and len(parts) == 4):
             raise bad_value(key, text, "logspace:LO:HI:N with LO, HI > 0 and an integer N >= 1")
+        if num > MAX_LOGSPACE:
+            raise bad_value(key, text, f"logspace:LO:HI:N with N <= {MAX_LOGSPACE}")
         if num == 1:
             return [lo]
         a, b = math.log10(lo), math.log10(hi)
@@ -124,6 +126,10 @@ Data = Annotated[str | None, typer.Option("--data", help="blobs|moons|circles|sp
                  "fashion-mnist[:PATH]")]
 Model = Annotated[str | None, typer.Option(help="layer sizes, e.g. 2-10-10-10-10-4")]
 Lr = Annotated[str | None, typer.Option(help="0.5,0.1 or logspace:1e-4:1:13 (list = axis)")]
+MAX_MEMBERS_HELP = "refuse a sweep of more members (default 100000)"
+MAX_MEMORY_HELP = "refuse a sweep whose memory estimate is larger (GB; default: this machine's)"
+MAX_LOGSPACE = 1_000_000
+"""The most values `logspace:LO:HI:N` expands to (a larger N is refused before expanding)."""
 
 
 def overrides(
@@ -142,6 +148,7 @@ def overrides(
     device: str | None = None, dtype: str | None = None, backend: str | None = None,
     address: str | None = None, name: str | None = None, limit: int | None = None,
     max_members_per_cohort: int | None = None, no_probes: bool = False,
+    max_members: int | None = None, max_memory_gb: float | None = None,
 ) -> dict[str, Any]:
     """CLI flags as a TOML-shaped dict (the same keys a spec file uses)."""
     doc: dict[str, Any] = {}
@@ -206,6 +213,8 @@ def overrides(
     put("run", "backend", backend)
     put("run", "address", address)
     put("run", "max_members_per_cohort", max_members_per_cohort)
+    put("run", "max_members", max_members)
+    put("run", "max_memory_gb", max_memory_gb)
     if no_probes:
         put("run", "probes", False)
     if name is not None:
@@ -351,6 +360,8 @@ def sweep(
     backend: Annotated[str | None, opt("local|ray")] = None,
     address: Annotated[str | None, opt("Ray cluster HOST:PORT")] = None,
     max_members_per_cohort: Annotated[int | None, opt("cohort size cap")] = None,
+    max_members: Annotated[int | None, opt(MAX_MEMBERS_HELP)] = None,
+    max_memory_gb: Annotated[float | None, opt(MAX_MEMORY_HELP)] = None,
     no_probes: Annotated[bool, typer.Option("--no-probes", help="skip probe measurements")] = False,
     name: Annotated[str | None, opt("experiment name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder")] = None,
@@ -373,7 +384,7 @@ def sweep(
             preprocess=preprocess, schedule=schedule, schedule_arg=schedule_arg, warmup=warmup,
             decay=decay, device=device, backend=backend, address=address, name=name,
             limit=limit, dtype=dtype, max_members_per_cohort=max_members_per_cohort,
-            no_probes=no_probes)
+            no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb)
         spec = spec_mod.resolve(merge(doc, over))
         target = out_dir or Path("runs") / spec.name
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -497,10 +508,10 @@ def resume(
 def gradcheck(file: Annotated[Path, typer.Argument(help="FILE.py defining params, loss, grads")]
               ) -> None:
     """Compare a hand-written backward pass with finite differences (exit 3 when wrong)."""
-    from lrlab import gradcheck as gc
+    from lrlab.gradcheck import main as gradcheck_main
 
     try:
-        code = gc.main(file)
+        code = gradcheck_main(file)
     except LrlabError as exc:
         raise fail(exc) from None
     raise typer.Exit(code=code)

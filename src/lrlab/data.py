@@ -29,6 +29,7 @@ Splits (fraction `f = validation_split`):
 
 from __future__ import annotations
 
+import csv
 import functools
 import gzip
 import os
@@ -314,6 +315,8 @@ def _read_frame(path: Path, prefix: str):
     except pd.errors.EmptyDataError:
         raise _file_error(path, "is empty", "a CSV file needs a header row and data rows") from None
     except pd.errors.ParserError as exc:
+        if prefix == "csv":
+            _check_field_counts(path)  # names the row, when that is what is wrong
         msg = str(exc).strip().splitlines()[0]
         raise _file_error(path, f"is not valid CSV ({msg})", "one header row, then one row "
                           "per sample with the same number of fields") from None
@@ -325,11 +328,54 @@ def _read_frame(path: Path, prefix: str):
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _file_error(path, f"cannot be read as {prefix.upper()} ({msg})",
                           f"a valid {prefix.upper()} file") from None
-    if not isinstance(df.index, pd.RangeIndex):  # pandas made a row's extra fields an index
-        raise _file_error(path, "has rows with more fields than its header row",
-                          "one header row, then one row per sample with the same number of "
-                          "fields")
+    if prefix == "csv":
+        _check_header(path, [str(c) for c in df.columns])
+        ragged = not isinstance(df.index, pd.RangeIndex)  # a row's extra fields became an index
+        if ragged or bool(df.isna().to_numpy().any()):  # a short row's missing fields are NaN
+            _check_field_counts(path)
+        if ragged:
+            raise _file_error(path, "has rows with more fields than its header row",
+                              "one header row, then one row per sample with the same number of "
+                              "fields")
     return df
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header(path: Path, columns: list[str]) -> None:
+    """A CSV must name its columns: a first row of numbers only is data, not a header."""
+    with open(path, encoding="utf-8", newline="") as f:
+        first = next(csv.reader(f), [])
+    if first and all(_is_number(c.strip()) for c in first):
+        shown = ",".join(first[:6]) + (",..." if len(first) > 6 else "")
+        raise _file_error(path, f"has no header row (its first row {shown!r} holds only "
+                          "numbers)", "a first row naming the columns, e.g. x0,x1,label (the "
+                          "label column last, or named by label_column)")
+
+
+def _check_field_counts(path: Path) -> None:
+    """Name the first row whose number of fields differs from the header's."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        row_no = 0
+        for row in reader:
+            if not row:  # a blank line (pandas skips it too)
+                continue
+            row_no += 1
+            if len(row) != len(header):
+                fewer = len(row) < len(header)
+                raise _file_error(
+                    path, f"data row {row_no} (line {reader.line_num}) has {len(row)} field(s) "
+                    f"but the header has {len(header)}", "one row per sample with as many "
+                    "fields as the header" + (" (an empty value still needs its comma)"
+                                              if fewer else ""))
 
 
 def _table(source: str, path: Path, prefix: str, label_column: str | None) -> _Raw:
@@ -351,8 +397,35 @@ def _table(source: str, path: Path, prefix: str, label_column: str | None) -> _R
     if df[label].isna().any():
         raise _file_error(path, f"label column {label!r} has {int(df[label].isna().sum())} empty "
                           "value(s)", "a label in every row")
+    _check_classification_labels(df[label], label, path)
     y, k = _encode_labels(y_raw, path=path)
     return _Raw(source, X, y, k, tuple(feats))
+
+
+MAX_CLASSES = 1000
+"""The most classes a table's label column may hold (as `[data].classes` for synthetic sets)."""
+
+
+def _check_classification_labels(col, label: str, path: Path) -> None:
+    """lrlab trains classifiers: a label column of fractional numbers (a regression target)
+    or with implausibly many distinct values is refused, naming the column."""
+    import pandas as pd
+
+    values = col.to_numpy()
+    if pd.api.types.is_float_dtype(col):
+        frac = np.flatnonzero(np.isfinite(values) & (values != np.round(values)))
+        if len(frac):
+            raise _file_error(
+                path, f"label column {label!r} holds fractional numbers (data row "
+                f"{int(frac[0]) + 1} holds {float(values[frac[0]]):g}), a regression target",
+                "class labels: names or integer class ids (lrlab trains classifiers; set "
+                "label_column if the label is another column)")
+    k, n = int(col.nunique()), len(col)
+    if k > MAX_CLASSES or (k > 20 and k > n / 2):
+        raise _file_error(
+            path, f"label column {label!r} has {k} distinct values in {n} rows",
+            f"at most {MAX_CLASSES} classes, and at most half as many as rows when more than "
+            "20 (is it an id or a continuous target? set label_column to the class column)")
 
 
 def _numeric_features(frame, path: Path) -> np.ndarray:

@@ -558,6 +558,9 @@ def find_lr(
     """
     from lrlab import spec as spec_mod
 
+    (start_lr, end_lr, num_iter, smooth, diverge_th, seeds, first_seed,  # NumPy scalars/arrays
+     check_epochs) = spec_mod.plain([start_lr, end_lr, num_iter, smooth, diverge_th, seeds,
+                                     first_seed, check_epochs])
     s = Settings(start_lr, end_lr, num_iter, mode, smooth, diverge_th)
     check_settings(s)
     if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:

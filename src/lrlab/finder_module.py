@@ -139,16 +139,31 @@ class _Batches:
     def __init__(self, loader: Any, device: torch.device, name: str) -> None:
         self.loader, self.device, self.name = loader, device, name
         self.it: Iterator[Any] | None = None
+        self.count = 0  # batches taken so far
 
     def next(self) -> tuple[Any, Any]:
         for _ in range(2):
             if self.it is None:
+                if self.count and isinstance(self.loader, Iterator):
+                    raise one_shot_error(self.name, self.loader, self.count)
                 self.it = iter(self.loader)
             try:
-                return _xy(next(self.it), self.device)
+                batch = next(self.it)
             except StopIteration:
                 self.it = None
+                continue
+            self.count += 1
+            return _xy(batch, self.device)
         raise LrlabError(f"`{self.name}` yields no batches")
+
+
+def one_shot_error(name: str, loader: Any, count: int | None = None) -> LrlabError:
+    """A loader that is an iterator (a generator, `iter(...)`) runs out for good."""
+    ran = f"ran out after {count} batches and " if count else ""
+    return LrlabError(
+        f"`{name}` is a {type(loader).__name__}, an iterator that {ran}cannot be iterated "
+        "again; the range test restarts its loaders (and evaluates val_loader after every "
+        "step): pass a torch DataLoader or a list of (inputs, targets) batches")
 
 
 def reinit(model: torch.nn.Module, seed: int, device: torch.device) -> tuple[torch.nn.Module,
@@ -303,6 +318,41 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def check_device(device: Any) -> torch.device:
+    """`device` as a torch.device this process can use; LrlabError naming it otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise bad_value("device", device, "a torch device, e.g. cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise bad_value("device", str(device), "cpu on this machine (no CUDA device found)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise bad_value("device", str(device), f"a CUDA device below cuda:"
+                        f"{torch.cuda.device_count()} (this machine has "
+                        f"{torch.cuda.device_count()})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise bad_value("device", str(device), "cpu on this machine (no MPS device found)")
+    return dev
+
+
+def check_start_loss(curves: Sequence[finder.SeedCurve], val: bool) -> None:
+    """A loss that is NaN or Inf before any step (at every seed) is a data or loss_fn problem,
+    which no learning rate can fix: say so instead of suggesting a lower start_lr."""
+    if curves and not any(math.isfinite(c.start_loss) for c in curves):
+        where = "val_loader" if val else "the first batch of train_loader"
+        raise LrlabError(
+            f"the loss is {curves[0].start_loss} on {where} before any training step, for "
+            f"every seed: no learning rate can fix that; check the data for NaN/Inf (inputs "
+            "and targets), the targets' range for loss_fn, and the model's output")
+    firsts = [c.raw[0] for c in curves if len(c.raw)]
+    if curves and len(firsts) == len(curves) and not any(map(math.isfinite, firsts)):
+        raise LrlabError(
+            f"the loss is {firsts[0]} after the first step (lr={curves[0].lr[0]:g}) for every "
+            "seed, from a finite start: the first gradients or the next batch hold NaN/Inf; "
+            "check the data for NaN/Inf (inputs and targets) and loss_fn, or lower start_lr")
+
+
 def find_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Tensor],
                 s: finder.Settings, seeds: Sequence[int], optimizer: Any = None,
                 val_loader: Any = None, check: bool = False, epochs: int | None = None,
@@ -310,11 +360,14 @@ def find_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Tens
     """The range test of `find_lr` for a module (see there)."""
     t0 = time.perf_counter()
     train = train_spec(optimizer)
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = check_device(device) if device is not None else _device_of(model)
+    if val_loader is not None and isinstance(val_loader, Iterator):
+        raise one_shot_error("val_loader", val_loader)
     notices: list[str] = []
     with preserved(model, optimizer):
         cohort = ModuleCohort(model, loader, loss_fn, seeds, train, dev, val_loader, notices)
         curves = finder.run_ramp(cohort, seeds, s, dev, cohort.dtype)
+        check_start_loss(curves, val_loader is not None)
         if cohort.batched is False:
             warnings.warn("lrlab.find_lr: " + notices[-1], stacklevel=3)
         result = finder.finish(curves, s, train.optimizer, t0)

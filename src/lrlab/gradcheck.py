@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -200,9 +201,27 @@ def _autograd(loss: LossFn, work: Mapping[str, Any]) -> dict[str, np.ndarray] | 
 # ----------------------------------------------------------------------------- the check
 
 
+def _plain(v: Any) -> Any:
+    """A NumPy scalar as the Python number it holds."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _no_exit(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn`` with a ``sys.exit`` inside it turned into LrlabError (it must return a value)."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except SystemExit as exc:
+            raise LrlabError(f"{name}(params) called sys.exit({exc.code!r}) instead of "
+                             "returning") from exc
+
+    return call
+
+
 def gradcheck(
-    loss: LossFn,
     params: Mapping[str, Array],
+    loss: LossFn,
     grads: GradsFn,
     *,
     eps: float = 1e-6,
@@ -213,12 +232,23 @@ def gradcheck(
 ) -> GradcheckResult:
     """Compare ``grads(params)`` with central finite differences of ``loss``, per array.
 
+    The arguments come in the order a gradcheck file defines them: ``params`` (a dict name ->
+    array), ``loss(params) -> float``, ``grads(params) -> dict``. The older order
+    ``gradcheck(loss, params, grads)`` is recognised (a dict is never callable) and works too.
+
     ``max_entries`` caps the entries checked per array (default ``DEFAULT_MAX_ENTRIES``; larger
     arrays get a random subset drawn with ``seed``). Missing, extra or misshapen gradients raise
-    ``LrlabError`` naming the array. The caller's arrays are left untouched.
+    ``LrlabError`` naming the array, and so does a ``sys.exit`` inside ``loss`` or ``grads``.
+    The caller's arrays are left untouched.
     """
+    if callable(params) and isinstance(loss, Mapping):  # gradcheck(loss, params, grads)
+        params, loss = loss, params
     if not isinstance(params, Mapping) or not params:
         raise bad_value("params", type(params).__name__, "a non-empty dict name -> array")
+    for name, fn in (("loss", loss), ("grads", grads)):
+        if not callable(fn):
+            raise bad_value(name, type(fn).__name__, f"a function {name}(params)")
+    eps, rtol, atol, max_entries, seed = (_plain(v) for v in (eps, rtol, atol, max_entries, seed))
     if not (isinstance(eps, Real) and math.isfinite(eps) and eps > 0):
         raise bad_value("eps", eps, "a float in (0, inf)")
     for key, value in (("rtol", rtol), ("atol", atol)):
@@ -227,6 +257,7 @@ def gradcheck(
     if max_entries is not None and not (isinstance(max_entries, Integral) and max_entries >= 1):
         raise bad_value("max_entries", max_entries, "None or an int >= 1")
     cap = DEFAULT_MAX_ENTRIES if max_entries is None else int(max_entries)
+    loss, grads = _no_exit(loss, "loss"), _no_exit(grads, "grads")
 
     work = {str(k): _float64_copy(v, str(k)) for k, v in params.items()}
     base = _scalar(loss(_copy_params(work)))
@@ -292,6 +323,8 @@ def _load(path: Path) -> ModuleType:
         raise LrlabError(
             f"gradcheck file {str(path)!r} has a syntax error at line {exc.lineno}: {exc.msg}"
         ) from exc
+    except (Exception, SystemExit) as exc:
+        raise _user_failure(path, exc, "while loading") from exc
     finally:
         sys.modules.pop(module_name, None)
         if folder in sys.path:
@@ -299,13 +332,44 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
+def _line_in(path: Path, exc: BaseException) -> tuple[int | None, str] | None:
+    """The innermost frame of ``exc``'s traceback in the user's file: (line, "in f()" or
+    "<module>"); None when the traceback never passes through that file."""
+    target, found = path.resolve(), None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        try:
+            same = Path(frame.filename).resolve() == target
+        except (OSError, ValueError):
+            same = False
+        if same:
+            found = (frame.lineno, "<module>" if frame.name == "<module>" else f"in {frame.name}()")
+    return found
+
+
+def _user_failure(path: Path, exc: BaseException, when: str) -> LrlabError:
+    """One sentence for an exit or exception in the user's file: the file, the line, what."""
+    found = _line_in(path, exc)
+    line, where = found if found is not None else (None, when)
+    where = when if where == "<module>" else where
+    at = f" line {line}" if line is not None else ""
+    if isinstance(exc, SystemExit):
+        what = f"called sys.exit({exc.code!r})"
+    else:
+        msg = " ".join(str(exc).split())
+        what = f"raised {type(exc).__name__}" + (f": {msg}" if msg else "")
+    return LrlabError(f"gradcheck file {str(path)!r}{at} ({where}) {what}; the file must "
+                      "define params, loss(params) and grads(params), and loss and grads must "
+                      "return")
+
+
 def check_file(path: str | Path) -> GradcheckResult:
     """Run ``gradcheck`` on a Python file defining ``params``, ``loss`` and ``grads``.
 
     The file is the user's own code and is executed as they wrote it (what they asked for when
     running ``lrlab gradcheck FILE.py``), like ``python FILE.py`` but without ``__main__``. A
-    missing file, a syntax error or a missing name raises ``LrlabError``; an exception raised by
-    the user's code itself propagates with its traceback.
+    missing file, a syntax error, a missing name, and any exception or ``sys.exit`` in the
+    file (while it loads, or inside ``loss`` or ``grads``) raise ``LrlabError`` naming the file,
+    the line and what happened: a gradient check that did not run never passes.
     """
     path = Path(path)
     module = _load(path)
@@ -322,7 +386,17 @@ def check_file(path: str | Path) -> GradcheckResult:
             raise bad_value(
                 f"{path.name}: {name}", type(getattr(module, name)).__name__, "a function"
             )
-    return gradcheck(module.loss, module.params, module.grads)
+    try:
+        return gradcheck(module.params, module.loss, module.grads)
+    except LrlabError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, SystemExit):  # sys.exit inside loss or grads
+            raise _user_failure(path, cause, "while checking") from cause
+        raise
+    except Exception as exc:  # the user's loss or grads raised (else: lrlab's own failure)
+        if _line_in(path, exc) is None:
+            raise
+        raise _user_failure(path, exc, "while checking") from exc
 
 
 def main(path: str | Path) -> int:

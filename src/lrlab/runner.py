@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -26,6 +27,7 @@ import shlex
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,7 +42,7 @@ from lrlab import data as data_mod
 from lrlab import engine, nets
 from lrlab import folder as folders
 from lrlab import spec as spec_mod
-from lrlab.errors import LrlabError
+from lrlab.errors import LrlabError, bad_value
 from lrlab.spec import Cohort, Spec
 from lrlab.store import DB_NAME, Store
 
@@ -63,6 +65,9 @@ def as_spec(spec: Spec | str | Path | Mapping[str, Any]) -> Spec:
         return spec
     if isinstance(spec, (str, Path)):
         return spec_mod.resolve(spec_mod.load_toml(spec))
+    if not isinstance(spec, Mapping):
+        raise bad_value("spec", type(spec).__name__, "a Spec, a path to a TOML file or a dict "
+                        "of tables (data, model, train, run, sweep, phases)")
     return spec_mod.resolve(dict(spec))
 
 
@@ -86,6 +91,69 @@ def _absolute_source(source: str) -> str:
     if not sep or not rest or prefix not in spec_mod.FILE_PREFIXES:
         return source
     return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
+
+
+def preflight(s: Spec, out: str | Path | None = None
+              ) -> tuple[Path, dict[spec_mod.DataSpec, data_mod.Dataset]]:
+    """Every check that needs no folder, cheapest first: the folder's path, the device, the
+    size of the synthetic data, then the data (loaded and checked against the model) and the
+    sweep's memory estimate. Returns the folder's path and the data; writes nothing."""
+    directory = check_out(out if out is not None else Path("runs") / s.name)
+    check_device(s.run.device)
+    check_data_size(s)
+    datasets = load_data(s)
+    check_memory(s, datasets)
+    return directory, datasets
+
+
+def check_device(device: str) -> None:
+    """`cuda` needs a CUDA device this process can use (checked before anything is loaded)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise bad_value("[run].device", "cuda", "cpu on this machine (no CUDA device found)")
+
+
+def check_out(out: Any) -> Path:
+    """`--out` as a Path a folder can be created at: refused when a component is too long, a
+    file stands in the way, or the nearest existing folder is not writable. Writes nothing."""
+    if not isinstance(out, (str, Path)) or not str(out) or "\0" in str(out):
+        raise bad_value("--out", out if isinstance(out, str) else type(out).__name__,
+                        "a folder path")
+    path = Path(out)
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise bad_value("--out", str(out), f"a path whose every name has at most {NAME_MAX} "
+                        f"bytes (one has {len(os.fsencode(long[0]))})")
+    if len(os.fsencode(str(path.absolute()))) >= PATH_MAX:
+        raise bad_value("--out", str(out), f"a path shorter than {PATH_MAX} bytes")
+    try:
+        parent = path.absolute()
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if path.exists():
+            if not path.is_dir():
+                raise bad_value("--out", str(out), "a folder (it is an existing file)")
+            parent = path
+        elif not parent.is_dir():
+            raise bad_value("--out", str(out), f"a path under a folder ({str(parent)!r} is a "
+                            "file)")
+        if not os.access(parent, os.W_OK | os.X_OK) or _read_only_mount(parent):
+            raise OSError(errno.EACCES, "not writable")
+        os.rmdir(tempfile.mkdtemp(prefix=".lrlab-probe-", dir=parent))  # what mkdir will do
+    except OSError as exc:
+        raise bad_value("--out", str(out), f"a path lrlab can create a folder at ({str(parent)!r}"
+                        f" is not writable: {exc.strerror or exc})") from None
+    return path
+
+
+NAME_MAX, PATH_MAX = 255, 4096
+"""The longest file name and path (bytes) Linux and macOS file systems take."""
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def load_data(spec: Spec) -> dict[spec_mod.DataSpec, data_mod.Dataset]:
@@ -323,7 +391,8 @@ def _meta(spec: Spec, command: str | None, cohort_size: int,
 # ----------------------------------------------------------------------------- the folder
 
 LOCK_FILE = folders.LOCK_FILE
-RUN_ONLY_KEYS = ("backend", "address", "threads", "max_members_per_cohort")
+RUN_ONLY_KEYS = ("backend", "address", "threads", "max_members_per_cohort", "max_members",
+                 "max_memory_gb")
 """`[run]` keys that say where and how a sweep runs but not what it computes: an existing
 folder resumes under other values of these (its cohorts are stored, so a different cap on the
 cohort size does not regroup them)."""
@@ -500,20 +569,23 @@ def sweep(
     failure while running leaves every finished cohort stored; Ctrl-C raises `Interrupted`.
     """
     s = absolute_paths(as_spec(spec))
+    directory, datasets = preflight(s, out)
     if backend is None and s.run.backend == "ray":  # fail fast: Ray missing, a bad address
         from lrlab import distributed
 
         distributed.check_address(s.run.address)
         distributed.require_ray(local=s.run.address is None)
-    datasets = load_data(s)
     data_print = folders.data_fingerprint(datasets)
-    directory = Path(out) if out else Path("runs") / s.name
     resuming = check_folder(directory, s, overwrite)
     if resuming:
         check_data(directory, data_print)
     with _backend_session(s, backend) as run:  # reaches a Ray cluster before writing anything
         created = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # (check_out probed it; a race or an odd file system)
+            raise bad_value("--out", str(directory), "a folder lrlab can create "
+                            f"({exc.strerror or exc})") from None
         try:
             with _folder_lock(directory):  # (another writer: LrlabError, and its folder stays)
                 if overwrite:
@@ -680,6 +752,57 @@ def auto_chunk(s: Spec, datasets: Mapping[Any, data_mod.Dataset],
 
 
 _auto_chunk = auto_chunk  # the old private name
+
+
+def check_data_size(s: Spec) -> None:
+    """Synthetic sets are generated in float64: refuse one too large before generating it."""
+    for d in {m.data for m in spec_mod.members(s)}:
+        if d.source in spec_mod.SYNTHETIC:
+            d_in = d.features if d.source == "blobs" else 2
+            spec_mod.check_memory(3 * d.n * d_in * 8, f"generating {d.source} with {d.n} "
+                                  f"samples x {d_in} features", s.run)
+
+
+def memory_estimate(s: Spec, datasets: Mapping[Any, data_mod.Dataset]) -> tuple[int, str]:
+    """The peak memory of the sweep (bytes) and what dominates it, from shapes alone.
+
+    Cohorts run one at a time, so the peak is the largest cohort (`cohort_bytes`, at the size
+    it will be split to) on top of the data, every member's bookkeeping and the per-epoch
+    records of every member (the verdicts read them all at the end).
+    """
+    itemsize = 8 if s.run.dtype == "float64" else 4
+    size = s.run.max_members_per_cohort or auto_chunk(s, datasets)
+    groups: dict[tuple[Any, ...], list[spec_mod.Member]] = {}
+    for m in spec_mod.members(s):
+        groups.setdefault(spec_mod.cohort_key(m), []).append(m)
+    data = sum(a.nbytes for ds in datasets.values()
+               for a in (ds.X_train, ds.y_train, ds.X_val, ds.y_val))
+    records = 0
+    peak, peak_m, peak_k = 0, None, 0
+    for g in groups.values():
+        m, ds = g[0], datasets[g[0].data]
+        k = min(size, len(g))
+        b = cohort_bytes(m, ds, k, itemsize, s.run.probes)
+        if b > peak:
+            peak, peak_m, peak_k = b, m, k
+        n = ds.X_train.shape[0]
+        steps = sum(t.epochs * steps_per_epoch(t.batch_size, n) for t in (m.train, *m.phases))
+        records += len(g) * ((1 + _member_epochs(m)) * METRICS[s.run.probes]
+                             * RECORD_BYTES_PER_METRIC + steps * RECORD_BYTES_PER_STEP)
+    count = spec_mod.member_count(s)
+    total = data + count * spec_mod.MEMBER_BYTES + records + peak
+    what = "data"
+    if peak_m is not None:
+        what = (f"the largest cohort, {peak_k} member(s) with hidden layers "
+                f"{list(peak_m.model.hidden)}: {peak / 2**30:.3g} GB; per-epoch records: "
+                f"{records / 2**30:.3g} GB; data: {data / 2**30:.3g} GB")
+    return total, what
+
+
+def check_memory(s: Spec, datasets: Mapping[Any, data_mod.Dataset]) -> None:
+    """Refuse a sweep whose memory estimate exceeds `[run].max_memory_gb` (or the machine's)."""
+    total, what = memory_estimate(s, datasets)
+    spec_mod.check_memory(total, what, s.run)
 
 
 def finish(store: Store, s: Spec, datasets: Mapping[Any, data_mod.Dataset]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -102,6 +103,8 @@ class RunSpec:
     max_members_per_cohort: int = 0  # 0 = decided from a memory estimate
     probes: bool = True
     threads: int = 0  # 0 = torch's default
+    max_members: int = 100_000  # refuse a larger sweep (the product of the axes x seeds)
+    max_memory_gb: float = 0.0  # refuse a larger memory estimate; 0 = this machine's memory
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,21 @@ def _opt(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
 
 def _str(v: Any) -> str | None:
     return None if isinstance(v, str) and v else "a non-empty string"
+
+
+NAME_MAX = 100
+"""The longest experiment name: it becomes the folder runs/NAME."""
+
+
+def _name(v: Any) -> str | None:
+    """An experiment name is the folder runs/NAME: one plain path component."""
+    allowed = (f"a folder name of 1 to {NAME_MAX} characters without /, \\, control "
+               "characters, and not . or ..")
+    if not isinstance(v, str) or not v or len(v) > NAME_MAX or v in (".", ".."):
+        return allowed
+    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in v):
+        return allowed
+    return None
 
 
 def _source(v: Any) -> str | None:
@@ -299,6 +317,8 @@ RUN_RULES: dict[str, Callable[[Any], str | None]] = {
     "max_members_per_cohort": _int(0, 10**7),
     "probes": _bool,
     "threads": _int(0, 1024),
+    "max_members": _int(1, 10**12),
+    "max_memory_gb": _float(0.0, 1e9),
 }
 SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], str | None]]]] = {
     "data": (DataSpec, DATA_RULES),
@@ -403,25 +423,129 @@ def _wants_float(cls: type, key: str) -> bool:
     return False
 
 
-def parse_seeds(seeds: Any, first_seed: int = 0) -> tuple[int, ...]:
-    """`seeds = 8` means seeds first..first+7; a list names them."""
+def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None
+                ) -> tuple[int, ...]:
+    """`seeds = 8` means seeds first..first+7; a list names them.
+
+    A count above `max_members` (`[run].max_members` when None) is refused before the seeds
+    are expanded: every seed is at least one member.
+    """
+    seeds, first_seed = plain(seeds), plain(first_seed)
+    cap = RunSpec.max_members if max_members is None else max_members
     if isinstance(seeds, bool):
         raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
     if isinstance(seeds, int):
         if seeds < 1:
             raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
+        if seeds > cap:
+            raise too_many_members(seeds, f"seeds: {seeds}", cap)
         return tuple(range(first_seed, first_seed + seeds))
     if isinstance(seeds, (list, tuple)) and seeds and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
     ):
         if len(set(seeds)) != len(seeds):
             raise bad_value("seeds", list(seeds), "distinct seeds")
+        if len(seeds) > cap:
+            raise too_many_members(len(seeds), f"seeds: {len(seeds)}", cap)
         return tuple(seeds)
-    raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds >= 0")
+    shown = seeds if not isinstance(seeds, (list, tuple)) or len(seeds) <= 10 else \
+        f"a list of {len(seeds)} values"
+    raise bad_value("seeds", shown, "a count >= 1 or a list of integer seeds >= 0")
+
+
+# ----------------------------------------------------------------------------- sizes
+
+MEMBER_BYTES = 4096
+"""What one member costs before it trains, whatever its size: its `Member` (about 1 KB,
+measured with tracemalloc), its cohort entry, its store rows and its report rows."""
+MAX_DEPTH = 32
+"""Lists and tables nested deeper than this in a spec are refused (no key needs more than 3)."""
+
+
+def too_many_members(count: int, detail: str, cap: int) -> LrlabError:
+    """The one sentence for a sweep with more members than `[run].max_members` allows."""
+    return LrlabError(
+        f"the sweep has {count} members ({detail}), more than `[run].max_members` = {cap}; "
+        "use fewer seeds or axis values, or raise the limit (--max-members N or "
+        "`[run].max_members`)")
+
+
+def member_count(spec: Spec) -> int:
+    """The number of members, from the axes alone (nothing is expanded)."""
+    return math.prod(len(v) for _, v in spec.sweep) * len(spec.seeds)
+
+
+def machine_memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_limit(run: RunSpec) -> tuple[int | None, str]:
+    """`[run].max_memory_gb` in bytes (0: this machine's memory), and how to say it."""
+    if run.max_memory_gb > 0:
+        return int(run.max_memory_gb * 2**30), f"`[run].max_memory_gb` = {run.max_memory_gb:g}"
+    total = machine_memory_bytes()
+    return total, ("this machine's memory" if total is None else
+                   f"this machine's memory ({total / 2**30:.1f} GB)")
+
+
+def check_memory(estimate: int, what: str, run: RunSpec) -> None:
+    """Refuse `estimate` bytes beyond the limit, with one sentence saying what it is for."""
+    limit, name = memory_limit(run)
+    if limit is not None and estimate > limit:
+        raise LrlabError(
+            f"the sweep needs an estimated {estimate / 2**30:.3g} GB ({what}), more than "
+            f"{name}; use a smaller model, data or sweep, or raise the limit "
+            "(--max-memory-gb X or `[run].max_memory_gb`)")
+
+
+def check_size(spec: Spec) -> None:
+    """The member count against `[run].max_members` and its fixed cost against the memory
+    limit, arithmetically from the axes (before any member is built)."""
+    count = member_count(spec)
+    if count > spec.run.max_members:
+        detail = " x ".join([f"{k}: {len(v)}" for k, v in spec.sweep]
+                            + [f"seeds: {len(spec.seeds)}"])
+        raise too_many_members(count, detail, spec.run.max_members)
+    check_memory(count * MEMBER_BYTES, f"{count} members x {MEMBER_BYTES} bytes of "
+                 "bookkeeping each", spec.run)
+
+
+def plain(value: Any, key: str = "spec", depth: int = 0) -> Any:
+    """`value` with NumPy (and torch) scalars and arrays turned into Python numbers and lists,
+    mappings into dicts; nesting deeper than MAX_DEPTH is refused, naming the key."""
+    if depth > MAX_DEPTH:
+        raise LrlabError(f"`{key}` nests lists or tables more than {MAX_DEPTH} levels deep; "
+                         "spec values are numbers, strings, lists and tables of those")
+    if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
+        if getattr(value, "ndim", 0):  # an array: a list of its rows or elements
+            return [plain(v, key, depth + 1) for v in value]
+        if type(value).__name__ in ("float16", "float32"):  # the shortest decimal, 0.1 not
+            return float(str(value))  # 0.10000000149011612
+        return value.tolist()  # np.int64(3) -> 3, np.bool_(True) -> True, tensor(2) -> 2
+    if isinstance(value, Mapping):
+        def child(k: Any) -> str:
+            return str(k) if depth == 0 else f"[{key}].{k}" if depth == 1 else f"{key}.{k}"
+
+        return {k: plain(v, child(k), depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain(v, key, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
 
 
 def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
-    """Build a `Spec` from a TOML-shaped dict, on top of `base` (defaults when None)."""
+    """Build a `Spec` from a TOML-shaped dict, on top of `base` (defaults when None).
+
+    NumPy scalars and arrays count as the numbers and lists they hold.
+    """
+    if not isinstance(doc, Mapping):
+        raise bad_value("spec", type(doc).__name__, "a Spec, a path to a TOML file or a dict "
+                        "of tables (data, model, train, run, sweep, phases)")
+    doc = plain(doc)
     spec = base or Spec()
     known = set(SECTIONS) | {"name", "sweep", "phases"}
     for key in doc:
@@ -431,8 +555,9 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             )
     updates: dict[str, Any] = {}
     if "name" in doc:
-        if _str(doc["name"]):
-            raise bad_value("name", doc["name"], "a non-empty string")
+        err = _name(doc["name"])
+        if err:
+            raise bad_value("name", doc["name"], err)
         updates["name"] = doc["name"]
     for section in SECTIONS:
         if section in doc:
@@ -450,7 +575,8 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             if isinstance(first, bool) or not isinstance(first, int) or first < 0:
                 raise bad_value("[sweep].first_seed", first, "an integer >= 0")
             count = sweep.pop("seeds", len(spec.seeds))
-            updates["seeds"] = parse_seeds(count, first)
+            updates["seeds"] = parse_seeds(count, first,
+                                           updates.get("run", spec.run).max_members)
         for key, values in sweep.items():
             axes[key] = _axis(key, values)
         updates["sweep"] = tuple(axes.items())
@@ -514,6 +640,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LrlabError(f"spec file {str(p)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise LrlabError(f"spec file {str(p)!r} nests arrays or tables too deeply to read; "
+                         f"spec values nest at most {MAX_DEPTH} levels") from None
+    except OSError as exc:
+        raise LrlabError(f"spec file {str(p)!r} cannot be read ({exc.strerror})") from None
 
 
 def resolve(
@@ -531,6 +662,8 @@ def validate(spec: Spec) -> None:
     """Cross-key checks that one key alone cannot make."""
     from lrlab import schedules  # the schedule registry owns its parameter rules
 
+    check_size(spec)  # before members() expands anything
+    _check_lr_dtype(spec)
     _check_schedule_args(spec, schedules)
     for m in members(spec):
         for t in (m.train, *m.phases):
@@ -544,6 +677,26 @@ def validate(spec: Spec) -> None:
             ("mnist", "fashion-mnist", "npz:")):
         raise bad_value("[data].split", "given", "last, stratified or random for this source "
                         "(only MNIST-format and npz sources bring their own test set)")
+
+
+TINY = {"float32": 1.1754943508222875e-38, "float64": 2.2250738585072014e-308}
+"""The smallest normal number of each training dtype: a smaller lr or eps rounds to 0 (or loses
+its precision) there."""
+
+
+def _check_lr_dtype(spec: Spec) -> None:
+    """lr and eps must be representable (normal, non-zero) in the training dtype."""
+    tiny = TINY[spec.run.dtype]
+    places: list[tuple[str, str, Any]] = [("[train]", k, getattr(spec.train, k))
+                                          for k in ("lr", "eps")]
+    places += [("[sweep]", k, v) for k, vs in spec.sweep if k in ("lr", "eps") for v in vs]
+    places += [(f"phases[{i}]", k, v) for i, p in enumerate(spec.phases)
+               for k, v in p.overrides if k in ("lr", "eps")]
+    for where, key, v in places:
+        if isinstance(v, (int, float)) and 0 < v < tiny:
+            raise bad_value(f"{where}.{key}", v, f"at least {tiny:.3g} in {spec.run.dtype} "
+                            "(smaller rounds to 0 or loses its precision there; "
+                            "`[run].dtype` = \"float64\" goes down to 2.23e-308)")
 
 
 def schedules_in_use(spec: Spec) -> list[str]:

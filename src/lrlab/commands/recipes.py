@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from lrlab.cli import Bar, app, fail, interruptible, out, print_recommendation, summary_table
+from lrlab.cli import (
+    MAX_MEMBERS_HELP,
+    MAX_MEMORY_HELP,
+    Bar,
+    app,
+    fail,
+    interruptible,
+    out,
+    print_recommendation,
+    summary_table,
+)
 from lrlab.errors import LrlabError
 
 recipes_app = typer.Typer(no_args_is_help=True, help="The seed scenarios as ready-made "
@@ -61,6 +71,8 @@ def run(
     data: Annotated[str | None, typer.Option(help="replace the data source, e.g. "
                                              "mnist:PATH, fashion-mnist, moons")] = None,
     device: Annotated[str | None, typer.Option(help="cpu|cuda")] = None,
+    max_members: Annotated[int | None, typer.Option(help=MAX_MEMBERS_HELP)] = None,
+    max_memory_gb: Annotated[float | None, typer.Option(help=MAX_MEMORY_HELP)] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder "
                                                  "(default runs/NAME)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the lrlab result in --out (only "
@@ -71,7 +83,8 @@ def run(
     from lrlab import recipes
 
     try:
-        extra = {"run": {"device": device}} if device else None
+        run_keys = {"device": device, "max_members": max_members, "max_memory_gb": max_memory_gb}
+        extra = {"run": {k: v for k, v in run_keys.items() if v is not None}}
         # validate everything before --overwrite deletes anything
         recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
         target = out_dir or Path("runs") / (name + ("-smoke" if smoke else ""))

@@ -301,11 +301,11 @@ def gradcheck_lines(example: Path | None) -> Lines:
     """The gradient check of the question's own numpy network (and of its corrected copy)."""
     if example is None or not example.is_file():
         return []
-    from lrlab import gradcheck
+    from lrlab.gradcheck import check_file
 
     out = [f"Are the gradients calculated wrong? `lrlab gradcheck {example}` on the "
            "question's own back_prop:"]
-    res = gradcheck.check_file(example)
+    res = check_file(example)
     out += ["    " + line for line in res.lines()]
     if res.wrong:
         out.append(f"  -> wrong: {', '.join(res.wrong)} (db1 = np.sum(dZ1, keepdims=True) sums "
@@ -313,7 +313,7 @@ def gradcheck_lines(example: Path | None) -> Lines:
                    "finite differences.")
     fixed = example.with_name(example.stem + "_fixed.py")
     if fixed.is_file():
-        res2 = gradcheck.check_file(fixed)
+        res2 = check_file(fixed)
         out.append(f"  with axis=1 put back ({fixed.name}): "
                    + ("all arrays ok" if res2.ok else "still wrong: " + ", ".join(res2.wrong)))
     out.append("  lrlab trains this network with its own checked backward pass (no db1 bug), "
