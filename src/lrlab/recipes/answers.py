@@ -308,51 +308,47 @@ def _blobs_direct(rows: list[dict[str, Any]], prior: float | None) -> Lines:
     if raw5:
         stuck = [x for x in raw5 if not x["learned"]]
         dead = [x for x in stuck if x.get("dead_layer")]
-        line = f"- lr 0.5: {_k(raw5)} raw seeds learn."
+        line = f"- lr 0.5: {_k(raw5)} raw seeds learn"
         if stuck:
-            why = (f" (biases end near {_f(_median(x.get('bias_last') for x in dead), 1)}, "
-                   f"inputs add only ~{_f(_median(x['last_in0'] for x in raw5), 1)})"
-                   if dead else "")
+            why = (f" (biases {_f(_median(x.get('bias_last') for x in dead), 1)} vs inputs "
+                   f"~{_f(_median(x['last_in0'] for x in raw5), 1)})" if dead else "")
             loss = _median(x["rec"]["final"]["train_loss"] for x in stuck)
-            line += (f" {len(dead)}/{len(stuck)} of the others lose a whole hidden layer{why} "
-                     f"and stay at loss {_f(loss)} = the class-frequency loss {_f(prior)}: "
-                     "stuck, not overshooting.")
-        out.append(line)
+            line += (f"; {len(dead)}/{len(stuck)} others lose a whole hidden layer{why} and "
+                     f"stall at the class-frequency loss {_f(loss)}: stuck, not overshooting.")
+        out.append(line if stuck else line + ".")
     if raw001:
         sig = _median(x["signal0"][0] / max(x["signal0"][-1], 1e-30) for x in raw001)
         shrink = sig ** (1 / max(len(raw001[0]["signal0"]) - 1, 1)) if sig else None
         out.append(
-            f"- lr 0.001: loss {_f(_median(x['rec']['final']['train_loss'] for x in raw001))} "
-            f"after {len(raw001[0]['rec']['history']['epoch']) - 1} epochs, still the "
-            f"class-frequency loss: the signal shrinks ~{_f(shrink, 2)}x per layer, so steps "
-            "this small never make the output depend on the input; it predicts one class "
-            f"(top-class share {_f(_median(x.get('share') for x in raw001), 2)}).")
+            f"- lr 0.001: loss still {_f(_median(x['rec']['final']['train_loss'] for x in raw001))}"
+            f" after {len(raw001[0]['rec']['history']['epoch']) - 1} epochs; the signal shrinks "
+            f"~{_f(shrink, 2)}x per layer, and steps this small leave the output blind to the "
+            f"input: one class (share {_f(_median(x.get('share') for x in raw001), 2)}).")
     std5 = _cell(rows, "standardize", 0.5, asked)
     if std5 and raw5:
         ratio = _median(x["input_std"] for x in raw5) / max(
             _median(x["input_std"] for x in std5) or 1e-30, 1e-30)
-        line = (f"- Standardizing shrinks the inputs ~{_f(ratio, 2)}x, so the deep layers get "
-                f"weaker signals: at lr 0.5 {_k(std5)} seeds learn (raw {_k(raw5)})")
+        line = (f"- Standardizing shrinks inputs ~{_f(ratio, 2)}x, weakening deep signals: "
+                f"at lr 0.5 {_k(std5)} learn (raw {_k(raw5)})")
         std1 = _cell(rows, "standardize", 0.1, asked)
-        out.append(line + (f", at lr 0.1 {_k(std1)}." if std1 else "."))
+        out.append(line + (f", at 0.1 {_k(std1)}." if std1 else "."))
     learned = [x for x in rows if x["learned"] and x.get("dead") is not None]
     stuck = [x for x in rows if not x["learned"] and x.get("dead") is not None
              and x["rec"]["status"] == "ok"]
     if learned and stuck:
         out.append(
-            f"- Dead ReLUs: single ones are harmless (runs that learned keep a median "
-            f"{_pct(_median(x['dead'] for x in learned))} dead); a whole dead layer is fatal "
-            f"({sum(bool(x.get('dead_layer')) for x in stuck)}/{len(stuck)} failed runs have one;"
-            " it never revives).")
+            f"- Dead ReLUs: single ones are harmless (learners keep "
+            f"{_pct(_median(x['dead'] for x in learned))} dead); a dead layer is fatal "
+            f"({sum(bool(x.get('dead_layer')) for x in stuck)}/{len(stuck)} failed runs).")
     if "epoch" in orders and "once" in orders:
         e4, o4 = _cell(rows, "none", 0.4, "epoch"), _cell(rows, "none", 0.4, "once")
         if e4 and o4:
             late = [x for x in e4 if x["died_at"] is not None and x["died_at"] > 1]
             out.append(
-                f"- Sample order: raw lr 0.4 learns in {_k(e4)} seeds with a new order every "
-                f"epoch (Keras without a global seed), {_k(o4)} with one order reused (Keras "
-                f"3.15 on TensorFlow under set_random_seed): fresh orders keep killing the "
-                f"last hidden layer's survivors ({len(late)} runs lost it after epoch 1).")
+                f"- Sample order: raw lr 0.4 learns in {_k(e4)} seeds reshuffling every epoch "
+                f"(Keras without a global seed), {_k(o4)} reusing one order (Keras 3.15 on "
+                f"TensorFlow, set_random_seed); reshuffling kills the last hidden layer "
+                f"later in {len(late)} runs.")
     return out
 
 
