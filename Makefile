@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean fidelity
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,26 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Real Keras 3 (TensorFlow, CPU) against lrlab on the seed-000 and seed-004 cells; never in CI.
+# Makes its own side virtualenv; FIDELITY_SEEDS seeds per cell (at least 24).
+FIDELITY_VENV ?= .fidelity-venv
+FIDELITY_SEEDS ?= 24
+FIDELITY_DATA := bench/fidelity/data
+KERAS_RUNS := $(FIDELITY_VENV)/bin/python bench/fidelity/keras_runs.py
+
+$(FIDELITY_VENV)/.installed:
+	test -x $(FIDELITY_VENV)/bin/python || $(PY) -m venv $(FIDELITY_VENV)
+	$(FIDELITY_VENV)/bin/python -m pip install -q keras==3.15.1 tensorflow-cpu==2.21.0 scikit-learn
+	touch $@
+
+fidelity: $(STAMP) $(FIDELITY_VENV)/.installed
+	$(KERAS_RUNS) trace $(FIDELITY_DATA)/keras_trace.json
+	$(KERAS_RUNS) blobs $(FIDELITY_DATA)/keras_blobs_seeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed yes
+	$(KERAS_RUNS) blobs $(FIDELITY_DATA)/keras_blobs_unseeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed no
+	$(KERAS_RUNS) iris $(FIDELITY_DATA)/keras_iris_seeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed yes
+	$(KERAS_RUNS) iris $(FIDELITY_DATA)/keras_iris_unseeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed no
+	$(BIN)/python bench/fidelity/summarize.py $(FIDELITY_DATA) bench/fidelity/keras_shares.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

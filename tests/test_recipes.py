@@ -98,7 +98,9 @@ def test_flags_reach_every_phase_and_the_data():
 
 
 EXPECT = {
-    "blobs-deep-relu": ["1-class", "dead layer", "spread 0", "lrlab's verdicts"],
+    "blobs-deep-relu": ["Direct answer", "- lr 0.5: ", "- lr 0.001: ", "- Standardizing ",
+                        "1-class", "dead layer", "spread 0", "Sample order (shuffle)",
+                        "lrlab's verdicts"],
     "blobs-10": ["1-class", "plateau", "lrlab's verdicts"],
     "tanh-fullbatch": ["b1", "WRONG", "all arrays ok", "The early spike"],
     "mnist-nielsen": ["Epoch 0: ", "Epoch 1: ", "after epoch 1 ('Epoch 0')"],
@@ -317,3 +319,46 @@ def test_seed_000_and_001_initialisers():
     w1, b1, w2, b2, w3, b3 = nets.init_member(arch, m.model, 0)
     assert 0 <= float(w1.min()) and float(w1.max()) < 1 and abs(float(w1.mean()) - 0.5) < 0.05
     assert abs(float(w2.std()) - 1) < 0.05 and all(float(b.abs().max()) == 0 for b in (b1, b2, b3))
+
+
+def _row(pre, lr, order, learned, dead_layer=False, died_at=None):
+    """A synthetic seed-000 answer row (what answers._blobs_rows measures per member)."""
+    loss = 0.3 if learned else 1.386
+    return {"member": {"preprocess": pre, "lr": lr, "shuffle": order}, "shuffle": order,
+            "layers": 4, "learned": learned, "stuck": not learned, "dead_layer": dead_layer,
+            "died_at": died_at, "dead": 0.4 if learned else 0.3, "share": 1.0,
+            "bias_last": 0.2 if learned else -0.002, "last_in0": 3e-4,
+            "signal0": [0.5, 0.05, 0.005, 0.0005], "input_std": 3.0 if pre == "none" else 1.0,
+            "rec": {"status": "ok", "final": {"train_loss": loss, "val_acc": 0.9 if learned
+                                              else 0.25},
+                    "history": {"epoch": list(range(201))}}}
+
+
+def test_seed_000_direct_answer_is_short_and_carries_the_counts():
+    from lrlab.recipes import answers
+
+    rows = ([_row("none", 0.5, "epoch", i < 1, dead_layer=i >= 1, died_at=1) for i in range(8)]
+            + [_row("none", 0.001, "epoch", False) for _ in range(8)]
+            + [_row("standardize", 0.5, "epoch", i < 2, dead_layer=i >= 2) for i in range(8)]
+            + [_row("none", 0.4, "epoch", i < 3, died_at=None if i < 3 else 40)
+               for i in range(8)]
+            + [_row("none", 0.4, "once", i < 6, died_at=None if i < 6 else 1)
+               for i in range(8)])
+    lines = answers._blobs_direct(rows, 1.386)
+    words = [w for w in " ".join(lines[1:]).split() if w != "-"]
+    assert len(words) <= 125, len(words)
+    assert lines[1] == ("- lr 0.5: 1/8 raw seeds learn; 7/7 others lose a whole hidden layer "
+                        "(biases -0.002 vs inputs ~0.0003) and stall at the class-frequency "
+                        "loss 1.39: stuck, not overshooting.")
+    assert lines[2].startswith("- lr 0.001: loss still 1.39 after 200 epochs; the signal "
+                               "shrinks ~10x per layer")
+    assert lines[2].endswith("one class (share 1).")
+    assert "~3x" in lines[3] and "at lr 0.5 2/8 learn (raw 1/8)." in lines[3]
+    assert lines[4] == ("- Dead ReLUs: single ones are harmless (learners keep 40.0% dead); "
+                        "a dead layer is fatal (13/28 failed runs).")
+    assert "raw lr 0.4 learns in 3/8 seeds reshuffling every epoch" in lines[5]
+    assert "6/8 reusing one order" in lines[5] and "later in 5 runs." in lines[5]
+    order = answers._order_lines(rows)
+    assert any("none        lr 0.4    epoch: learned   3/8; layer dead at epoch 1: 0, later: 5 "
+               "(median epoch 40)" in x for x in order)
+    assert any("once : learned   6/8; layer dead at epoch 1: 2, later: 0" in x for x in order)

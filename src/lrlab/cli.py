@@ -149,6 +149,7 @@ def overrides(
     address: str | None = None, name: str | None = None, limit: int | None = None,
     max_members_per_cohort: int | None = None, no_probes: bool = False,
     max_members: int | None = None, max_memory_gb: float | None = None,
+    shuffle: str | None = None,
 ) -> dict[str, Any]:
     """CLI flags as a TOML-shaped dict (the same keys a spec file uses)."""
     doc: dict[str, Any] = {}
@@ -190,6 +191,9 @@ def overrides(
         _axis_or_value(doc, "train", "batch_size",
                        [int(_num(v)) for v in parse_floats("--batch-size", batch_size)])
     put("train", "epochs", epochs)
+    if shuffle:
+        _axis_or_value(doc, "train", "shuffle", [{"true": True, "false": False}.get(x, x)
+                                                 for x in shuffle.split(",")])
     put("train", "schedule", schedule)
     args: dict[str, Any] = {}
     for item in schedule_arg or []:
@@ -339,6 +343,8 @@ def sweep(
     first_seed: Annotated[int | None, opt("first seed (seeds S..S+N-1)")] = None,
     epochs: Annotated[int | None, opt("epochs per run")] = None,
     batch_size: Annotated[str | None, opt("minibatch size, 0 = full batch (list = axis)")] = None,
+    shuffle: Annotated[str | None, opt("data order: epoch (new each epoch) | once (one per "
+                                       "run, seeded Keras/TF) | none (list = axis)")] = None,
     validation_split: Annotated[float | None, opt("held-out fraction")] = None,
     split: Annotated[str | None, opt("last (Keras) | stratified | random | given")] = None,
     preprocess: Annotated[str | None, opt("none|standardize|minmax (list = axis)")] = None,
@@ -384,7 +390,8 @@ def sweep(
             preprocess=preprocess, schedule=schedule, schedule_arg=schedule_arg, warmup=warmup,
             decay=decay, device=device, backend=backend, address=address, name=name,
             limit=limit, dtype=dtype, max_members_per_cohort=max_members_per_cohort,
-            no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb)
+            no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb,
+            shuffle=shuffle)
         spec = spec_mod.resolve(merge(doc, over))
         target = out_dir or Path("runs") / spec.name
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -24,7 +24,7 @@ import torch
 
 from lrlab import nets, optim, schedules
 from lrlab.data import Dataset
-from lrlab.spec import Cohort, Member, RunSpec, TrainSpec
+from lrlab.spec import Cohort, Member, RunSpec, TrainSpec, shuffle_mode
 
 Tensor = torch.Tensor
 
@@ -86,6 +86,24 @@ def epoch_orders(seeds: Sequence[int], epoch: int, n: int) -> np.ndarray:
     s = np.asarray([int(v) for v in seeds], dtype=np.int64)
     out = np.empty((len(s), n), dtype=np.int64)
     lib.lr_epoch_orders(s.ctypes.data, len(s), int(epoch), n, out.ctypes.data)
+    return out
+
+
+def member_orders(seeds: Sequence[int], modes: Sequence[str], epoch: int, n: int
+                  ) -> np.ndarray:
+    """The orders of one epoch, [len(seeds), n] int64, each member by its own shuffle mode:
+    `epoch` its `epoch_order` of this epoch, `once` its order of epoch 1 (drawn once, reused
+    every epoch), `none` 0..n-1. Orders depend on the member alone, so members with different
+    modes can train in one cohort."""
+    if all(m == "epoch" for m in modes):
+        return epoch_orders(seeds, epoch, n)
+    out = np.empty((len(seeds), n), dtype=np.int64)
+    for mode, ep in (("epoch", epoch), ("once", 1)):
+        rows = [i for i, m in enumerate(modes) if m == mode]
+        if rows:
+            out[rows] = epoch_orders([seeds[i] for i in rows], ep, n)
+    rows = [i for i, m in enumerate(modes) if m == "none"]
+    out[rows] = np.arange(n, dtype=np.int64)
     return out
 
 
@@ -283,11 +301,12 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
                 break
             if shared_batch:
                 order = None
-            elif t.shuffle:
-                order = torch.from_numpy(  # a fresh array: no copy on the CPU
-                    epoch_orders([members[m].seed for m in idx_list], epoch, n)).to(device)
-            else:
+            elif all(shuffle_mode(trains[m].shuffle) == "none" for m in idx_list):
                 order = torch.arange(n, device=device).expand(len(idx_list), n)
+            else:
+                order = torch.from_numpy(member_orders(  # a fresh array: no copy on the CPU
+                    [members[m].seed for m in idx_list],
+                    [shuffle_mode(trains[m].shuffle) for m in idx_list], epoch, n)).to(device)
             net.begin_epoch(order)
             lrs = _epoch_lrs(sched, step, e, len(bounds), active)  # [steps, K_active]
             run_loss = torch.zeros(len(idx_list), device=device, dtype=torch.float64)

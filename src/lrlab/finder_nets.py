@@ -28,6 +28,7 @@ from lrlab.finder import (
     finish,
     run_ramp,
 )
+from lrlab.spec import shuffle_mode
 
 Tensor = torch.Tensor
 
@@ -59,9 +60,9 @@ class NetCohort:
             return self.x, self.y  # full batch: shared by every member, order irrelevant
         if b == 0 or self.order is None:
             n = self.x.shape[0]
-            rows = [self.engine.epoch_order(s, epoch + 1, n) if self.shuffle else np.arange(n)
-                    for s in self.seeds]
-            self.order = torch.from_numpy(np.stack(rows)).to(self.x.device)  # [K, n]
+            modes = [shuffle_mode(self.shuffle)] * len(self.seeds)
+            rows = self.engine.member_orders(self.seeds, modes, epoch + 1, n)
+            self.order = torch.from_numpy(rows).to(self.x.device)  # [K, n]
         lo, hi = self.bounds[b]
         sel = self.order[:, lo:hi]
         return self.x[sel], self.y[sel]  # [K, B, d], [K, B]

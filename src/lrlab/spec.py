@@ -81,7 +81,7 @@ class TrainSpec:
     schedule_args: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs, see schedules;
     # a value may be a ScheduleTable: the arguments of one schedule only (see schedule_args_for)
     clip_norm: float = 0.0  # 0 = no clipping (per member global grad-norm clip)
-    shuffle: bool = True
+    shuffle: str = "epoch"  # epoch | once | none (true/false: epoch/none), see SHUFFLES
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,11 @@ SPLITS = ("last", "stratified", "random", "given")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("local", "ray")
+SHUFFLES = ("epoch", "once", "none")
+"""The data order: `epoch` a new permutation per member per epoch (Keras fit(shuffle=True)
+without a global seed, torch's DataLoader(shuffle=True)); `once` one permutation per member
+reused every epoch (Keras 3 on TensorFlow under keras.utils.set_random_seed); `none` the data
+order as given."""
 INIT_PRESETS = ("pytorch", "keras", "nielsen")
 INIT_SCHEMES = (
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
@@ -180,6 +185,20 @@ def _one_of(options: Sequence[str]) -> Callable[[Any], str | None]:
 
 def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "true or false"
+
+
+def _shuffle(v: Any) -> str | None:
+    return None if v in SHUFFLES and isinstance(v, str) else \
+        "one of " + ", ".join(SHUFFLES) + " (or true = epoch, false = none)"
+
+
+def shuffle_mode(v: Any) -> str:
+    """`[train].shuffle` as one of SHUFFLES: the old booleans mean epoch (true) / none (false)."""
+    if v is True:
+        return "epoch"
+    if v is False:
+        return "none"
+    return v
 
 
 def _opt(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
@@ -307,7 +326,7 @@ TRAIN_RULES: dict[str, Callable[[Any], str | None]] = {
     "schedule": _str,  # checked against the schedule registry in validate()
     "schedule_args": lambda v: None,  # checked by the schedule itself in validate()
     "clip_norm": _float(0.0, 1e12),
-    "shuffle": _bool,
+    "shuffle": _shuffle,
 }
 RUN_RULES: dict[str, Callable[[Any], str | None]] = {
     "device": _one_of(DEVICES),
@@ -409,6 +428,8 @@ def _build_section(section: str, values: Mapping[str, Any], base: Any) -> Any:
             clean[key] = _schedule_args(value)
             continue
         value = _tuplify(value)
+        if key == "shuffle":
+            value = shuffle_mode(value)
         if isinstance(value, int) and not isinstance(value, bool) and _wants_float(cls, key):
             value = float(value)
         _check(section, key, value)
@@ -597,7 +618,7 @@ def _axis(key: str, values: Any) -> tuple[Any, ...]:
     cls = SECTIONS[section][0]
     out = []
     for v in values:
-        v = _tuplify(v)
+        v = shuffle_mode(_tuplify(v)) if key == "shuffle" else _tuplify(v)
         if isinstance(v, int) and not isinstance(v, bool) and _wants_float(cls, key):
             v = float(v)
         err = SECTIONS[section][1][key](v)
@@ -624,6 +645,8 @@ def _phases(raw: Any) -> tuple[Phase, ...]:
             if isinstance(value, int) and not isinstance(value, bool) and \
                     _wants_float(TrainSpec, key):
                 value = float(value)
+            if key == "shuffle":
+                value = p[key] = shuffle_mode(value)
             err = TRAIN_RULES[key](value)
             if err:
                 raise bad_value(f"phases[{i}].{key}", value, err)
@@ -867,7 +890,8 @@ def _normalise_optimizer(t: TrainSpec) -> TrainSpec:
 
 
 def cohort_key(m: Member) -> tuple[Any, ...]:
-    """What members must share to be trained as one batched model."""
+    """What members must share to be trained as one batched model (not the shuffle mode: each
+    member draws its own data order)."""
     t = m.train
     return (
         m.data,
@@ -879,8 +903,7 @@ def cohort_key(m: Member) -> tuple[Any, ...]:
         optimizer_family(t.optimizer),
         t.schedule,
         t.schedule_args,
-        t.shuffle,
-        tuple((p.batch_size, p.epochs, p.schedule, p.schedule_args, p.shuffle) for p in m.phases),
+        tuple((p.batch_size, p.epochs, p.schedule, p.schedule_args) for p in m.phases),
     )
 
 

@@ -219,9 +219,36 @@ def _dead_layer(zs: Sequence[np.ndarray]) -> bool:
     return any(bool((z <= 0).all()) for z in zs)
 
 
-def blobs(directory: Path, recipe: Any) -> Lines:
-    """Seed 000: per lr and preprocessing, accuracy, one-class collapse, the plateau of a net
-    whose output ignores its input, and dead ReLUs (from the stored final weights)."""
+LEARNED_ACC = 0.5
+"""A run learned when its final validation accuracy is above this (chance is 0.25 on the four
+balanced blobs): the measure the fidelity suite compares with real Keras."""
+
+
+def _last_hidden(params: Sequence[np.ndarray], x: np.ndarray, arch: Any
+                 ) -> tuple[np.ndarray, float]:
+    """The last hidden layer's biases, and the typical size of what its inputs add to its
+    pre-activations (std over the points of W a, median over its units)."""
+    zs, _ = layer_outputs(params, x, arch)
+    b = np.asarray(params[2 * (len(zs) - 1) + 1]).ravel()
+    return b, float(np.median((zs[-1] - b).std(0)))
+
+
+def _signal(params: Sequence[np.ndarray], x: np.ndarray, arch: Any) -> list[float]:
+    """Std of each hidden layer's outputs over the points (mean over units)."""
+    zs, _ = layer_outputs(params, x, arch)
+    return [float(np.maximum(z, 0).std(0).mean()) for z in zs]
+
+
+def _layer_died(hist: dict[str, list[Any]], layer: int) -> int | None:
+    """The first recorded epoch at which the probes saw hidden layer `layer` entirely dead."""
+    for e, v in zip(hist.get("epoch", []), hist.get(f"dead_frac_l{layer}", [])):
+        if v is not None and v >= 1.0:
+            return int(e)
+    return None
+
+
+def _blobs_rows(directory: Path) -> tuple[list[dict[str, Any]], float | None]:
+    """One row per member: its record, measurements from its init and final weights."""
     recs = records(directory)
     ms = Members(directory)
     rows = []
@@ -232,20 +259,146 @@ def blobs(directory: Path, recipe: Any) -> Lines:
         ds = ms.dataset(mid)
         arch = ms.arch(mid)
         prior = prior_loss(ds.y_train, ds.n_classes)
-        row: dict[str, Any] = {"rec": r, "member": r["member"]}
-        zs0, out0 = layer_outputs(ms.init(mid), ds.X_train, arch)
-        row.update(dead0=_dead(zs0), spread0=_spread(out0))
+        row: dict[str, Any] = {"rec": r, "member": r["member"], "layers": arch.n_layers - 1,
+                               "shuffle": r["member"].get("shuffle",
+                                                          ms.by_id[mid].train.shuffle)}
+        init = ms.init(mid)
+        zs0, out0 = layer_outputs(init, ds.X_train, arch)
+        row.update(dead0=_dead(zs0), spread0=_spread(out0), signal0=_signal(init, ds.X_train,
+                                                                            arch),
+                   input_std=float(np.asarray(ds.X_train).std(0).mean()),
+                   last_in0=_last_hidden(init, ds.X_train, arch)[1])
         if w is not None:
             zs, out_tr = layer_outputs(w, ds.X_train, arch)
             row.update(dead=_dead(zs), spread=_spread(out_tr), dead_layer=_dead_layer(zs))
             x_eval = ds.X_val if len(ds.X_val) else ds.X_train
             pred = predictions(layer_outputs(w, x_eval, arch)[1])
             row["share"] = float(np.bincount(pred, minlength=ds.n_classes).max() / len(pred))
+            b, _ = _last_hidden(w, ds.X_train, arch)
+            row.update(bias_last=float(b.mean()), bias_last_max=float(b.max()))
         loss = r["final"]["train_loss"]
         row["stuck"] = r["status"] == "ok" and loss is not None and \
             loss >= (1 - PLATEAU_MARGIN) * prior
+        acc = r["final"]["val_acc"]
+        row["learned"] = r["status"] == "ok" and acc is not None and acc > LEARNED_ACC
+        row["died_at"] = _layer_died(r["history"], row["layers"])
         rows.append(row)
-    out = header(directory, recipe)
+    return rows, prior
+
+
+def _cell(rows: Sequence[dict[str, Any]], pre: str, lr: float, shuffle: str | None = None
+          ) -> list[dict[str, Any]]:
+    return [x for x in rows if x["member"].get("preprocess", "none") == pre
+            and x["member"].get("lr") == lr and (shuffle is None or x["shuffle"] == shuffle)]
+
+
+def _k(g: Sequence[dict[str, Any]]) -> str:
+    return f"{sum(x['learned'] for x in g)}/{len(g)}"
+
+
+def _blobs_direct(rows: list[dict[str, Any]], prior: float | None) -> Lines:
+    """The direct answer to each sub-question, one short paragraph each, numbers from rows.
+    Sub-questions whose configuration is not in the sweep are left out."""
+    orders = list(dict.fromkeys(x["shuffle"] for x in rows))
+    asked = "epoch" if "epoch" in orders else orders[0]  # the question's Keras reshuffles
+    how = "a new sample order every epoch as the question ran" if asked == "epoch" else \
+        f"shuffle = {asked}"
+    out = [f"Direct answer (learned: final validation accuracy above 0.5; {how}):"]
+    raw5, raw001 = _cell(rows, "none", 0.5, asked), _cell(rows, "none", 0.001, asked)
+    if raw5:
+        stuck = [x for x in raw5 if not x["learned"]]
+        dead = [x for x in stuck if x.get("dead_layer")]
+        line = f"- lr 0.5: {_k(raw5)} raw seeds learn"
+        if stuck:
+            why = (f" (biases {_f(_median(x.get('bias_last') for x in dead), 1)} vs inputs "
+                   f"~{_f(_median(x['last_in0'] for x in raw5), 1)})" if dead else "")
+            loss = _median(x["rec"]["final"]["train_loss"] for x in stuck)
+            line += (f"; {len(dead)}/{len(stuck)} others lose a whole hidden layer{why} and "
+                     f"stall at the class-frequency loss {_f(loss)}: stuck, not overshooting.")
+        out.append(line if stuck else line + ".")
+    if raw001:
+        sig = _median(x["signal0"][0] / max(x["signal0"][-1], 1e-30) for x in raw001)
+        shrink = sig ** (1 / max(len(raw001[0]["signal0"]) - 1, 1)) if sig else None
+        out.append(
+            f"- lr 0.001: loss still {_f(_median(x['rec']['final']['train_loss'] for x in raw001))}"
+            f" after {len(raw001[0]['rec']['history']['epoch']) - 1} epochs; the signal shrinks "
+            f"~{_f(shrink, 2)}x per layer, and steps this small leave the output blind to the "
+            f"input: one class (share {_f(_median(x.get('share') for x in raw001), 2)}).")
+    std5 = _cell(rows, "standardize", 0.5, asked)
+    if std5 and raw5:
+        ratio = _median(x["input_std"] for x in raw5) / max(
+            _median(x["input_std"] for x in std5) or 1e-30, 1e-30)
+        line = (f"- Standardizing shrinks inputs ~{_f(ratio, 2)}x, weakening deep signals: "
+                f"at lr 0.5 {_k(std5)} learn (raw {_k(raw5)})")
+        std1 = _cell(rows, "standardize", 0.1, asked)
+        out.append(line + (f", at 0.1 {_k(std1)}." if std1 else "."))
+    learned = [x for x in rows if x["learned"] and x.get("dead") is not None]
+    stuck = [x for x in rows if not x["learned"] and x.get("dead") is not None
+             and x["rec"]["status"] == "ok"]
+    if learned and stuck:
+        out.append(
+            f"- Dead ReLUs: single ones are harmless (learners keep "
+            f"{_pct(_median(x['dead'] for x in learned))} dead); a dead layer is fatal "
+            f"({sum(bool(x.get('dead_layer')) for x in stuck)}/{len(stuck)} failed runs).")
+    if "epoch" in orders and "once" in orders:
+        e4, o4 = _cell(rows, "none", 0.4, "epoch"), _cell(rows, "none", 0.4, "once")
+        if e4 and o4:
+            late = [x for x in e4 if x["died_at"] is not None and x["died_at"] > 1]
+            out.append(
+                f"- Sample order: raw lr 0.4 learns in {_k(e4)} seeds reshuffling every epoch "
+                f"(Keras without a global seed), {_k(o4)} reusing one order (Keras 3.15 on "
+                f"TensorFlow, set_random_seed); reshuffling kills the last hidden layer "
+                f"later in {len(late)} runs.")
+    return out
+
+
+def _order_lines(rows: list[dict[str, Any]]) -> Lines:
+    """Per configuration, what the data order did: learned seeds, when the last hidden layer
+    died (from the dead-unit probe), and where its biases ended (from the final weights)."""
+    orders = list(dict.fromkeys(x["shuffle"] for x in rows))
+    if len(orders) < 2:
+        return []
+    L = rows[0]["layers"]
+    out = [
+        f"Sample order (shuffle): per configuration, seeds that learned; runs whose last hidden "
+        f"layer (layer {L}) was entirely dead at epoch 1 and later (probe dead_frac_l{L}, "
+        "recorded at epochs 0-10 then every 20); the median final mean bias of that layer in "
+        "runs that learned and in runs that did not (it starts at 0)."]
+    for pre, lr in sorted({(x["member"].get("preprocess", "none"), x["member"].get("lr"))
+                           for x in rows}, key=lambda k: (k[0], -(k[1] or 0))):
+        for order in orders:
+            g = _cell(rows, pre, lr, order)
+            if not g:
+                continue
+            at1 = sum(x["died_at"] == 1 for x in g)
+            later = [x["died_at"] for x in g if x["died_at"] is not None and x["died_at"] > 1]
+            yes = [x.get("bias_last") for x in g if x["learned"]]
+            no = [x.get("bias_last") for x in g if not x["learned"]]
+            out.append(
+                f"- {pre:<11} lr {lr:<6g} {order:<5}: learned {_k(g):>5}; layer dead at epoch "
+                f"1: {at1}, later: {len(later)}"
+                + (f" (median epoch {_f(_median(later), 3)})" if later else "")
+                + f"; bias: learned {_f(_median(yes), 2)}, not {_f(_median(no), 2)}")
+    out.append(
+        "In plain words: on the plateau the output ignores the input, so each minibatch nudges "
+        "the last hidden layer's biases up or down by the mix of classes it happens to hold. "
+        "Over an epoch the nudges cancel, but within it the biases wander, and a unit whose "
+        "bias dips below what its weak inputs can lift outputs 0 for every point and never "
+        "gets a gradient again. The first epoch's order is the same under both settings, so "
+        "the units lost in epoch 1 are the same. After that, one reused order replays nearly "
+        "the walk the survivors already lived through; a new order each epoch is a new walk "
+        "and a new chance to die, and over 200 epochs the survivors of more runs die before "
+        "the net leaves the plateau.")
+    return out
+
+
+def blobs(directory: Path, recipe: Any) -> Lines:
+    """Seed 000: the direct answer to each sub-question, then per lr, preprocessing and data
+    order: accuracy, one-class collapse, the plateau of a net whose output ignores its input,
+    dead ReLUs (from the stored final weights) and what the order did (from the probes)."""
+    rows, prior = _blobs_rows(directory)
+    recs = [x["rec"] for x in rows]
+    out = header(directory, recipe) + _blobs_direct(rows, prior) + [""]
     out.append(
         "Measurements, median over seeds. loss: final training loss; a net that outputs the "
         f"class frequencies whatever the input scores {_f(prior, 4)} (ln 4 = 1.386 for 4 equal "
@@ -255,20 +408,25 @@ def blobs(directory: Path, recipe: Any) -> Lines:
         "of the output logits over the training points (how much the output depends on the "
         "input), at init and at the end. dead: hidden ReLUs that output 0 for every training "
         "point, at init and at the end.")
-    out.append(f"{'preprocess':<12}{'lr':>6}  {'train acc':>9}  {'val acc':>7}  {'loss':>6}  "
-               f"{'plateau':>7}  {'dead layer':>10}  {'1-class':>7}  {'spread 0':>8}  "
-               f"{'spread':>7}  {'dead 0':>6}  {'dead':>6}  verdicts")
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    orders = list(dict.fromkeys(x["shuffle"] for x in rows))
+    head = f"{'order':<7}" if len(orders) > 1 else ""
+    out.append(f"{'preprocess':<12}{'lr':>6}  {head}{'train acc':>9}  {'val acc':>7}  "
+               f"{'loss':>6}  {'plateau':>7}  {'dead layer':>10}  {'1-class':>7}  "
+               f"{'spread 0':>8}  {'spread':>7}  {'dead 0':>6}  {'dead':>6}  verdicts")
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for row in rows:
         m = row["member"]
-        groups.setdefault((m.get("preprocess", "none"), m.get("lr", 0.0)), []).append(row)
-    for (pre, lr), g in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        groups.setdefault((m.get("preprocess", "none"), m.get("lr", 0.0), row["shuffle"]),
+                          []).append(row)
+    for (pre, lr, order), g in sorted(groups.items(),
+                                      key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
         def med(key: str, g: list[dict[str, Any]] = g) -> float | None:
             return _median(x.get(key) for x in g)
 
         fin = [x["rec"]["final"] for x in g]
+        col = f"{order:<7}" if len(orders) > 1 else ""
         out.append(
-            f"{pre:<12}{lr:>6g}  {_f(_median(f['train_acc'] for f in fin)):>9}  "
+            f"{pre:<12}{lr:>6g}  {col}{_f(_median(f['train_acc'] for f in fin)):>9}  "
             f"{_f(_median(f['val_acc'] for f in fin)):>7}  "
             f"{_f(_median(f['train_loss'] for f in fin)):>6}  "
             f"{sum(x['stuck'] for x in g):>4}/{len(g):<2}  "
@@ -290,6 +448,7 @@ def blobs(directory: Path, recipe: Any) -> Lines:
     for pre in sorted({k[0] for k in groups}):
         sp = _median(x["spread0"] for x in rows if x["member"].get("preprocess", "none") == pre)
         out.append(f"Output spread at init with preprocess={pre}: {_f(sp, 3)} (median).")
+    out += _order_lines(rows)
     out += verdict_lines(recs) + recommendation_lines(directory)
     return out
 

@@ -1,0 +1,131 @@
+"""Per-cell shares of real Keras (from keras_runs.py's JSON lines) and of lrlab on the same
+cells, written to one JSON file that tests/test_fidelity_shares.py reads.
+
+    python bench/fidelity/summarize.py bench/fidelity/data bench/fidelity/keras_shares.json
+        [--lrlab-seeds 128]
+
+A cell is one configuration of a recipe (seed 000: blobs-deep-relu raw at lr 0.4 and
+standardized at lr 0.5; seed 004: iris-keras at each of its four lrs) and a threshold on the
+final validation accuracy; its share is the fraction of seeds that end above the threshold.
+Keras under keras.utils.set_random_seed maps to lrlab's shuffle = "once" (one order per run,
+reused every epoch), Keras without a global seed to shuffle = "epoch" (see the trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lrlab import data, engine, recipes, spec
+
+MAPPING = {"global_seed": "once", "no_global_seed": "epoch"}
+
+
+def cells() -> list[dict[str, Any]]:
+    """The cells: a name, the lrlab spec (TOML-shaped, no sweep), the threshold."""
+    out = []
+    for pre, lr in (("none", 0.4), ("standardize", 0.5)):
+        doc = recipes.load("blobs-deep-relu")
+        doc.pop("sweep", None)
+        doc["data"]["preprocess"] = pre
+        doc["train"]["lr"] = lr
+        doc["train"].pop("shuffle", None)
+        doc["run"] = {"probes": False}
+        out.append({"name": f"blobs-deep-relu preprocess={pre} lr={lr}", "suite": "blobs",
+                    "keras_match": {"preprocess": pre, "lr": lr}, "above": 0.5,
+                    "lrlab_spec": doc})
+    for lr in (0.2, 0.1, 0.03, 0.01):
+        doc = recipes.load("iris-keras")
+        doc.pop("sweep", None)
+        doc["train"]["lr"] = lr
+        doc["train"].pop("shuffle", None)
+        doc["run"] = {"probes": False}
+        out.append({"name": f"iris-keras lr={lr}", "suite": "iris", "keras_match": {"lr": lr},
+                    "above": 0.9, "lrlab_spec": doc})
+    return out
+
+
+def stats(vals: list[float], above: float) -> dict[str, Any]:
+    k = sum(v > above for v in vals)
+    return {"seeds": len(vals), "above": k, "share": round(k / len(vals), 4) if vals else None,
+            "median_val_acc": round(statistics.median(vals), 4) if vals else None}
+
+
+def lrlab_val_accs(doc: dict[str, Any], seeds: int) -> dict[str, list[float]]:
+    """Final validation accuracy per member, shuffle epoch and once, seeds 0..seeds-1."""
+    s = spec.resolve(recipes.merge(doc, {"sweep": {"shuffle": ["epoch", "once"],
+                                                   "seeds": seeds}}))
+    out: dict[str, list[float]] = {"epoch": [], "once": []}
+    for c in spec.cohorts(s):
+        for r in engine.run_cohort(c, data.load(c.first.data), s.run):
+            out[r.member.train.shuffle].append(r.history["val_acc"][-1])
+    return out
+
+
+def keras_records(folder: Path) -> list[dict[str, Any]]:
+    recs = []
+    for f in sorted(folder.glob("keras_*.jsonl")):
+        recs += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return recs
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--lrlab-seeds", type=int, default=128)
+    a = ap.parse_args(argv)
+    trace = json.loads((a.folder / "keras_trace.json").read_text())
+    recs = keras_records(a.folder)
+    runs = trace["runs"]
+    result: dict[str, Any] = {
+        "keras": trace["keras"], "tensorflow": trace["tensorflow"],
+        "backend": "tensorflow (CPU)",
+        "trace": {
+            "seeded_orders_repeat_every_epoch": all(r["epochs_identical"] for r in runs
+                                                    if r["global_seed"]),
+            "unseeded_orders_repeat_every_epoch": any(r["epochs_identical"] for r in runs
+                                                      if not r["global_seed"]),
+            "trains_on_first_80_percent": all(r["rows_trained"] for r in runs),
+            "direct_fit_equals_validation_split_fit": trace.get("equivalence"),
+        },
+        "mapping": MAPPING,
+        "metric": "share of seeds whose final validation accuracy is above the cell's threshold",
+        "lrlab_seeds": a.lrlab_seeds,
+        "cells": [],
+    }
+    for cell in cells():
+        keras: dict[str, Any] = {}
+        for key, flag in (("global_seed", True), ("no_global_seed", False)):
+            vals = [r["val_acc"] for r in recs if r["suite"] == cell["suite"]
+                    and r["global_seed"] is flag
+                    and all(r[k] == v for k, v in cell["keras_match"].items())]
+            keras[key] = stats(vals, cell["above"])
+        t0 = time.perf_counter()
+        accs = lrlab_val_accs(cell["lrlab_spec"], a.lrlab_seeds)
+        lrlab = {mode: stats(v, cell["above"]) for mode, v in accs.items()}
+        result["cells"].append({**{k: v for k, v in cell.items() if k != "keras_match"},
+                                "keras": keras, "lrlab": lrlab})
+        print(f"{cell['name']}: keras seeded {keras['global_seed']['share']} "
+              f"(n={keras['global_seed']['seeds']}), unseeded "
+              f"{keras['no_global_seed']['share']} (n={keras['no_global_seed']['seeds']}); "
+              f"lrlab once {lrlab['once']['share']}, epoch {lrlab['epoch']['share']} "
+              f"(n={a.lrlab_seeds}, {time.perf_counter() - t0:.0f} s)", flush=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def z_two_proportions(k1: int, n1: int, k2: int, n2: int) -> float:
+    """The pooled two-proportion z statistic (0 when both shares are 0 or 1)."""
+    p = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    return 0.0 if se == 0 else (k1 / n1 - k2 / n2) / se
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
