@@ -114,6 +114,7 @@ def overrides(
     device: str | None = None, dtype: str | None = None, backend: str | None = None,
     address: str | None = None, name: str | None = None, limit: int | None = None,
     max_members_per_cohort: int | None = None, no_probes: bool = False,
+    select: str | None = None,
 ) -> dict[str, Any]:
     """CLI flags as a TOML-shaped dict (the same keys a spec file uses)."""
     doc: dict[str, Any] = {}
@@ -180,6 +181,7 @@ def overrides(
     put("run", "max_members_per_cohort", max_members_per_cohort)
     if no_probes:
         put("run", "probes", False)
+    put("run", "select", select)
     if name is not None:
         doc["name"] = name
     return doc
@@ -324,6 +326,8 @@ def sweep(
     address: Annotated[str | None, opt("Ray cluster HOST:PORT")] = None,
     max_members_per_cohort: Annotated[int | None, opt("cohort size cap")] = None,
     no_probes: Annotated[bool, typer.Option("--no-probes", help="skip probe measurements")] = False,
+    select: Annotated[str | None, opt("val_loss|val_acc: what the recommended lr is chosen "
+                                      "by (default val_loss)")] = None,
     name: Annotated[str | None, opt("experiment name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing experiment folder")] = False,
@@ -344,7 +348,7 @@ def sweep(
             preprocess=preprocess, schedule=schedule, schedule_arg=schedule_arg, warmup=warmup,
             decay=decay, device=device, backend=backend, address=address, name=name,
             limit=limit, dtype=dtype, max_members_per_cohort=max_members_per_cohort,
-            no_probes=no_probes)
+            no_probes=no_probes, select=select)
         spec = spec_mod.resolve(merge(doc, over))
         target = out_dir or Path("runs") / spec.name
         if overwrite and (target / "lrlab.sqlite").is_file():

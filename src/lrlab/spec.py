@@ -102,6 +102,7 @@ class RunSpec:
     max_members_per_cohort: int = 0  # 0 = decided from a memory estimate
     probes: bool = True
     threads: int = 0  # 0 = torch's default
+    select: str = "val_loss"  # what the recommended lr is chosen by (SELECT)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class Spec:
 # ----------------------------------------------------------------------------- constraints
 
 SYNTHETIC = ("blobs", "moons", "circles", "spiral", "xor")
+SELECT = ("val_loss", "val_acc")
+"""What the recommended lr is chosen by: the median final validation loss (lowest) or
+accuracy (highest); without a validation set, the training loss or accuracy."""
 BUNDLED = ("iris", "wine", "digits", "breast_cancer")
 FILE_PREFIXES = ("csv", "npz", "parquet", "mnist", "fashion-mnist")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "linear")
@@ -299,6 +303,7 @@ RUN_RULES: dict[str, Callable[[Any], str | None]] = {
     "max_members_per_cohort": _int(0, 10**7),
     "probes": _bool,
     "threads": _int(0, 1024),
+    "select": _one_of(SELECT),
 }
 SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], str | None]]]] = {
     "data": (DataSpec, DATA_RULES),

@@ -62,6 +62,8 @@ def run(
     data: Annotated[str | None, typer.Option(help="replace the data source, e.g. "
                                              "mnist:PATH, fashion-mnist, moons")] = None,
     device: Annotated[str | None, typer.Option(help="cpu|cuda")] = None,
+    select: Annotated[str | None, typer.Option(help="val_loss|val_acc: what the recommended "
+                                               "lr is chosen by")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder "
                                                  "(default runs/NAME)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing experiment folder")
@@ -72,7 +74,8 @@ def run(
     from lrlab import recipes
 
     try:
-        extra = {"run": {"device": device}} if device else None
+        run_keys = {k: v for k, v in (("device", device), ("select", select)) if v}
+        extra = {"run": run_keys} if run_keys else None
         # validate everything before --overwrite deletes anything
         recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
         target = out_dir or Path("runs") / (name + ("-smoke" if smoke else ""))
