@@ -395,7 +395,8 @@ def test_a_run_that_never_learned_is_never_overfitting():
     tl = [1.386 - 0.001 * i for i in range(n)]
     vl = [1.386 + 0.01 * i for i in range(n)]
     v = verdicts.judge(_view(tl, val_loss=vl, train_acc=[0.4] * n, val_acc=[0.2] * n,
-                             top_class_share=[1.0] * n, majority_share=[0.4] * n))
+                             top_class_share=[1.0] * n, majority_share=[0.4] * n,
+                             output_spread=[0.01] * n))
     assert v.label == "collapsed" and "overfitting" not in v.labels
 
 
