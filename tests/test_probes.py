@@ -341,3 +341,171 @@ def test_sharpness_warm_starts_from_each_members_previous_eigenvector(monkeypatc
         hook(engine.EpochContext(epoch, arch, ctx.params, None, ctx.lr, ctx.active,
                                  ctx.x_probe, ctx.y_probe))
     assert seen[0] is None and seen[1] is not None and seen[2] is None
+
+
+# ----------------------------------------------------------------------------- stability edges
+
+
+def _quadratic(d: int = 5, seed: int = 3) -> np.ndarray:
+    """A random SPD matrix with eigenvalues spread over [0.5, 4]."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return q @ np.diag(np.linspace(0.5, 4.0, d)) @ q.T
+
+
+EDGE_CASES = [  # (optimizer, hyperparameters, frozen preconditioner)
+    ("sgd", {}, False),
+    ("momentum", {"momentum": 0.9}, False),
+    ("nesterov", {"momentum": 0.9, "nesterov": True}, False),
+    ("adam", {"beta1": 0.9}, True),
+    ("adamw", {"beta1": 0.8}, True),
+    ("rmsprop", {"alpha": 1.0}, True),
+    ("rmsprop", {"alpha": 1.0, "momentum": 0.5}, True),
+    ("adagrad", {}, True),
+]
+
+
+def _optimizer(name: str, hp_over: dict, p_diag: np.ndarray | None):
+    """lrlab's optimizer for one member, and a state whose preconditioner is frozen at
+    p_diag (adaptive families): the second moments are set to (p_diag - eps)^2, the step count
+    so large that the bias corrections are 1, and beta2 so close to 1 (Adam) or alpha = 1
+    (RMSprop) that the tiny gradients of the run cannot move them."""
+    from lrlab import optim
+
+    base = {k: 0.0 for k in optim.FLOAT_KEYS}
+    base.update(lr=1.0, beta1=0.9, beta2=1 - 1e-9, eps=1e-8, alpha=0.99)
+    base.update({k: float(v) for k, v in hp_over.items() if k in optim.FLOAT_KEYS})
+    hp = {k: torch.tensor([v], dtype=F64) for k, v in base.items()}
+    hp["nesterov"] = torch.tensor([bool(hp_over.get("nesterov"))])
+    hp["centered"] = torch.tensor([False])
+    opt = optim.make(name, hp)
+    x0 = torch.zeros(1, len(p_diag) if p_diag is not None else 5, dtype=F64)
+    state = opt.init([x0])
+    if p_diag is not None:
+        sq = torch.tensor((p_diag - 1e-8) ** 2, dtype=F64)[None]
+        key = {"adam": "exp_avg_sq", "adamw": "exp_avg_sq", "rmsprop": "square_avg",
+               "adagrad": "sum"}[name]
+        state[key] = sq.clone()
+        state["count"] = torch.tensor([10**11])
+    return opt, state
+
+
+def _run_quadratic(name: str, hp_over: dict, a: np.ndarray, p_diag: np.ndarray | None,
+                   lr: float, steps: int = 2000) -> tuple[float, float]:
+    """(largest, final) |x_t| / |x_0| of full-batch descent on 0.5 x^T A x from a start so
+    small (1e-12) that the gradients cannot move a frozen preconditioner before the run has
+    grown a millionfold (it stops there)."""
+    opt, state = _optimizer(name, hp_over, p_diag)
+    A = torch.tensor(a, dtype=F64)
+    x = torch.tensor(np.random.default_rng(0).normal(size=len(a)) * 1e-12, dtype=F64)[None]
+    n0 = float(x.norm())
+    lr_t = torch.tensor([lr], dtype=F64)
+    top = 1.0
+    for _ in range(steps):
+        upd, state = opt.update([x @ A], state, [x], lr_t)
+        x = x + upd[0]
+        top = max(top, float(x.norm()) / n0)
+        if top > 1e6:
+            break
+    return top, float(x.norm()) / n0
+
+
+@pytest.mark.parametrize("name,hp_over,adaptive", EDGE_CASES)
+def test_each_optimizer_is_stable_just_below_its_edge_and_unstable_just_above(
+        name, hp_over, adaptive):
+    """On a quadratic, the edge `verdicts.edge_of` gives is where full-batch descent turns
+    unstable, for every optimizer family; the quantity it is read on (raw or preconditioned
+    sharpness) comes from the probe and equals the closed form."""
+    a = _quadratic()
+    p_diag = np.linspace(0.3, 3.0, len(a)) if adaptive else None
+    edge = verdicts.edge_of({"optimizer": name, **hp_over})
+    assert edge.quantity == ("precond_sharpness" if adaptive else "sharpness")
+    _, state = _optimizer(name, hp_over, p_diag)
+    pre = probes.preconditioner(state)
+    assert (pre is not None) == adaptive
+    if adaptive:
+        np.testing.assert_allclose(pre[0].numpy(), p_diag, rtol=1e-9)
+    closed = np.linalg.eigvalsh(np.diag(p_diag ** -0.5) @ a @ np.diag(p_diag ** -0.5)).max() \
+        if adaptive else np.linalg.eigvalsh(a).max()
+    A = torch.tensor(a, dtype=F64)
+    lam = float(probes.hessian_top(lambda ps: 0.5 * ((ps[0] @ A) * ps[0]).sum(1),
+                                   [torch.zeros(1, len(a), dtype=F64)], iters=400, tol=1e-12,
+                                   precond=pre)[0])
+    assert lam == pytest.approx(closed, rel=1e-6)
+    lim = edge.lr(lam)
+    top, end = _run_quadratic(name, hp_over, a, p_diag, 0.97 * lim)
+    assert end < 1e-2 and top < 1e3
+    assert _run_quadratic(name, hp_over, a, p_diag, 1.03 * lim)[0] > 1e6
+
+
+def test_nesterov_edge_is_the_root_of_its_recursion_at_minus_one():
+    """torch's Nesterov on curvature lam: (x_{t+1}, c_t) = M (x_t, c_{t-1}) with c = lr buf;
+    the spectral radius of M crosses 1 exactly at lr lam = (2 + 2m)/(1 + 2m)."""
+    for m in (0.5, 0.9, 0.99):
+        edge = verdicts.edge_of({"optimizer": "nesterov", "momentum": m, "nesterov": True}).c
+
+        def radius(a: float, m: float = m) -> float:
+            M = np.array([[1 - a * (1 + m), -m * m], [a, m]])
+            return float(np.abs(np.linalg.eigvals(M)).max())
+
+        assert radius(0.999 * edge) < 1 < radius(1.001 * edge)
+
+
+def test_the_preconditioner_of_real_adam_rmsprop_and_adagrad_states_matches_torch_optim():
+    """After a few steps on a quadratic, `probes.preconditioner` of lrlab's optimizer state
+    equals sqrt(v_hat) + eps (Adam), sqrt(v) + eps (RMSprop, centered too) and sqrt(sum) + eps
+    (Adagrad) read from torch.optim's own state after the same steps."""
+    from lrlab import optim
+
+    a = torch.tensor(_quadratic(), dtype=F64)
+    cases = [("adam", torch.optim.Adam, {"betas": (0.9, 0.99)}, {"beta1": 0.9, "beta2": 0.99}),
+             ("rmsprop", torch.optim.RMSprop, {"alpha": 0.9}, {"alpha": 0.9}),
+             ("rmsprop", torch.optim.RMSprop, {"alpha": 0.9, "centered": True},
+              {"alpha": 0.9, "centered": True}),
+             ("adagrad", torch.optim.Adagrad, {}, {"eps": 1e-10})]
+    for name, cls, kw, ours in cases:
+        base = {k: 0.0 for k in optim.FLOAT_KEYS}
+        base.update(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, alpha=0.99)
+        base.update({k: v for k, v in ours.items() if k in optim.FLOAT_KEYS})
+        hp = {k: torch.tensor([v], dtype=F64) for k, v in base.items()}
+        hp["nesterov"] = torch.tensor([False])
+        hp["centered"] = torch.tensor([bool(ours.get("centered"))])
+        opt = optim.make(name, hp)
+        x = torch.linspace(-1, 1, 5, dtype=F64)[None]
+        state = opt.init([x])
+        w = torch.nn.Parameter(x[0].clone())
+        ref = cls([w], lr=0.05, **kw)
+        for _ in range(7):
+            upd, state = opt.update([x @ a], state, [x], torch.tensor([0.05], dtype=F64))
+            x = x + upd[0]
+            ref.zero_grad()
+            (0.5 * w @ a @ w).backward()
+            ref.step()
+        st = ref.state[w]
+        if name == "adam":
+            want = (st["exp_avg_sq"] / (1 - 0.99 ** 7)).sqrt() + 1e-8
+        elif name == "rmsprop":
+            v = st["square_avg"] - (st["grad_avg"] ** 2 if kw.get("centered") else 0)
+            want = v.sqrt() + 1e-8
+        else:
+            want = st["sum"].sqrt() + 1e-10
+        np.testing.assert_allclose(probes.preconditioner(state)[0].numpy(),
+                                   want.detach().numpy(), rtol=1e-9)
+
+
+def test_an_adam_sweep_records_the_preconditioned_sharpness_and_the_verdict_uses_38_over_lr():
+    s = spec.resolve({"data": {"source": "blobs", "n": 120, "classes": 3,
+                               "preprocess": "standardize"},
+                      "model": {"hidden": [8], "activation": "tanh", "init": "glorot_uniform"},
+                      "train": {"optimizer": "adam", "batch_size": 0, "epochs": 3, "lr": 0.01},
+                      "run": {"dtype": "float64"}})
+    ms = spec.members(s)
+    ds = data.load(ms[0].data)
+    run = engine.run_cohort(Cohort(0, tuple(ms)), ds, s.run, probes.hooks(s))[0]
+    pre, raw = run.history["precond_sharpness"], run.history["sharpness"]
+    measured = [e for e, x in enumerate(raw) if x is not None]
+    assert measured == sorted(probes.sharpness_epochs([3])) == [0, 1, 3]
+    assert pre[0] is None  # no preconditioner before the first step
+    assert all(pre[e] is not None and pre[e] > 0 for e in measured[1:])
+    edge = verdicts.edge_of({"optimizer": "adam", "beta1": 0.9})
+    assert edge.c == pytest.approx(38.0) and edge.lr(pre[-1]) == pytest.approx(38 / pre[-1])

@@ -182,14 +182,15 @@ def test_measurements_match_independent_arithmetic(blobs):
     assert len(csv_rows) == 6 and float(csv_rows[0]["target_loss"]) == pytest.approx(target)
 
 
-def test_overfit_flag_and_target_rules():
-    rise = {"train_loss": [1.0, 0.9, 0.8, 0.7, 0.6], "val_loss": [1.0, 0.9, 1.0, 1.1, 1.2]}
-    assert report.overfit_flag(rise) is True
-    two = {"train_loss": [1.0, 0.9, 0.8, 0.7], "val_loss": [1.0, 1.1, 1.2, 1.1]}
-    assert report.overfit_flag(two) is False  # only 2 consecutive rises
-    both = {"train_loss": [1.0, 1.1, 1.2, 1.3, 1.4], "val_loss": [1.0, 1.1, 1.2, 1.3, 1.4]}
-    assert report.overfit_flag(both) is False  # train loss rose too: not overfitting
-    assert report.overfit_flag({"train_loss": [1.0, 0.5], "val_loss": [None, None]}) is None
+def test_overfit_flag_reads_the_verdict():
+    """The overfitting table has no rule of its own: it counts the verdicts' label."""
+    hist = {"train_loss": [1.0, 0.9, 0.8, 0.7, 0.6], "val_loss": [1.0, 0.9, 1.0, 1.1, 1.2]}
+    over = {"history": hist, "verdict": {"label": "overfitting", "labels": ["overfitting"]}}
+    assert report.overfit_flag(over) is True
+    flat = {"history": hist, "verdict": {"label": "collapsed", "labels": ["collapsed"]}}
+    assert report.overfit_flag(flat) is False  # a run that did not learn never overfits
+    assert report.overfit_flag({"history": {"train_loss": [1.0, 0.5],
+                                            "val_loss": [None, None]}, "verdict": None}) is None
 
 
 def test_decision_regions_match_an_independent_forward_pass(blobs):
@@ -251,7 +252,7 @@ def test_probe_and_sharpness_panels_from_stored_metrics(tmp_path):
     for r in lr_rows:
         i = 0 if float(r["lr"]) == 0.03 else 1
         assert float(r["max_sharpness_at_lr"]) == pytest.approx(10.0 * (i + 1) + 6)
-        assert float(r["stability_lr_2_over_sharpness"]) == pytest.approx(
+        assert float(r["stability_lr"]) == pytest.approx(
             2 / (10.0 * (i + 1) + 6))
     assert "2/λ (stability lr)" in html and "Per layer at the end of training" in html
 
@@ -344,7 +345,10 @@ def test_many_lines_stay_readable(tmp_path):
     # rank 1 = the group whose recommended lr has the lowest median final val loss
     scores = []
     for rec, g in report._recommended_groups(exp):
-        assert g is not None and report.lr_of(g[0]["member"]) == rec["best_lr"]
+        assert (g is None) == (rec["best_lr"] is None)  # no lr beat the baseline in 2 epochs
+        if g is None:
+            continue
+        assert report.lr_of(g[0]["member"]) == rec["best_lr"]
         scores.append((np.median([r["final"]["val_loss"] for r in g if r["status"] == "ok"]),
                        rec["group"]))
     winner = min(scores)[1]

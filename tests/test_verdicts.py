@@ -315,3 +315,191 @@ def test_sweep_stores_verdicts_export_has_them_and_explain_prints_them(tmp_path)
     finally:
         store.close()
     assert rec[0]["text"] and "learned_share" in rec[0]
+
+
+# ----------------------------------------------------------------------------- converged is earned
+
+
+def _late(n: int = 40, rise: float = 0.0, acc: float = 0.9, **cols) -> RunView:
+    """A loss that falls to 0.3 by epoch 20, then stays (or rises by `rise` over the last
+    fifth), with the given accuracy on a balanced 2-class problem."""
+    losses = [0.7 - 0.4 * min(1, i / 20) for i in range(n)]
+    k = int(round(0.2 * (n - 1)))
+    for j in range(k):
+        losses[n - k + j] = 0.3 * (1 + rise * (j + 1) / k)
+    return _view(losses, train_acc=[acc] * n, val_acc=[acc] * n,
+                 val_loss=losses, majority_share=[0.5] * n, **cols)
+
+
+def test_a_run_whose_loss_rose_at_the_end_is_not_converged():
+    flat = verdicts.judge(_late(rise=0.0))
+    assert flat.label == "converged" and flat.evidence["baseline_acc"] == 0.5
+    rose = verdicts.judge(_late(rise=0.2))
+    assert rose.label == "oscillating" and "converged" not in rose.labels
+    assert rose.evidence["late_rise"] == pytest.approx(0.2, rel=1e-3)
+    assert rose.evidence["late_rise_from"] == pytest.approx(0.3)
+    assert "rose at the end" in rose.explanation
+    small = verdicts.judge(_late(rise=0.03))  # within LATE_RISE_MIN: settled
+    assert small.label == "converged"
+
+
+def test_a_run_at_the_majority_baseline_is_never_converged():
+    """The loss fell by 57%, but the accuracy is that of always answering one class."""
+    at_chance = verdicts.judge(_late(acc=0.52))
+    assert at_chance.label == "slow" and "converged" not in at_chance.labels
+    assert at_chance.evidence["final_acc"] == 0.52 and at_chance.evidence["baseline_acc"] == 0.5
+    assert "no better than always answering" in at_chance.explanation
+    # 0.1 above the baseline is the margin (ACC_MARGIN)
+    assert verdicts.judge(_late(acc=0.59)).label == "slow"
+    assert verdicts.judge(_late(acc=0.61)).label == "converged"
+    # without probes the baseline is 1/C
+    n = 40
+    losses = [0.7 - 0.4 * min(1, i / 20) for i in range(n)]
+
+    def four_classes(acc: float) -> RunView:
+        return RunView(0, {"lr": 1.0}, "ok", None, {"epoch": list(range(n)), "train_loss": losses,
+                                                   "train_acc": [acc] * n, "lr": [1.0] * n}, 4, {})
+
+    assert verdicts.judge(four_classes(0.3)).label == "slow"  # below 1/4 + 0.1
+    assert verdicts.judge(four_classes(0.4)).label == "converged"
+
+
+def test_a_net_that_memorised_random_labels_overfits_and_one_that_did_not_is_not_converged():
+    n = 40
+    losses = [0.7 - 0.4 * min(1, i / 20) for i in range(n)]
+    mem = verdicts.judge(_view(losses, train_acc=[1.0] * n, val_acc=[0.5] * n,
+                               val_loss=[0.7] * n, majority_share=[0.5] * n))
+    assert mem.label == "overfitting" and "memorised" in mem.explanation
+    assert mem.evidence["acc_gap"] == 0.5 and mem.evidence["baseline_acc"] == 0.5
+    neither = verdicts.judge(_view(losses, train_acc=[0.55] * n, val_acc=[0.5] * n,
+                                   val_loss=[0.7] * n, majority_share=[0.5] * n))
+    assert neither.label == "slow" and "converged" not in neither.labels
+
+
+def test_a_saturated_run_at_chance_accuracy_is_saturated_not_converged():
+    """Seed 001 at init scale 3 and lr 0.01: the loss fell from 18 to 14.6 (19%), accuracy 11%,
+    98% of the units saturated: a failure, labelled by its cause."""
+    n = 30
+    losses = [18.1 - 3.5 * min(1, i / 5) for i in range(n)]
+    v = verdicts.judge(_view(losses, train_acc=[0.11] * n, val_acc=[0.11] * n,
+                             majority_share=[0.52] * n, sat_frac_l1=[0.98] * n,
+                             sat_frac=[0.98] * n))
+    assert v.label == "saturated" and "converged" not in v.labels
+    assert v.evidence["sat_frac_layer"] == 0.98
+
+
+def test_a_run_that_never_learned_is_never_overfitting():
+    """Collapsed: one class for every input, at the baseline accuracy; its validation loss
+    rising while the training loss creeps down does not make it overfitting."""
+    n = 40
+    tl = [1.386 - 0.001 * i for i in range(n)]
+    vl = [1.386 + 0.01 * i for i in range(n)]
+    v = verdicts.judge(_view(tl, val_loss=vl, train_acc=[0.4] * n, val_acc=[0.2] * n,
+                             top_class_share=[1.0] * n, majority_share=[0.4] * n,
+                             output_spread=[0.01] * n))
+    assert v.label == "collapsed" and "overfitting" not in v.labels
+
+
+# ----------------------------------------------------------------------------- ranges and selection
+
+
+def _views(outcomes: dict[float, list[tuple[float, float, bool]]]) -> list[RunView]:
+    """Per lr, seeds of (final val loss, final val acc, learned)."""
+    views, i = [], 0
+    for lr, runs in outcomes.items():
+        for seed, (val, acc, learned) in enumerate(runs):
+            c = _curve(val, learned)
+            c["val_acc"] = [acc] * len(c["epoch"])
+            views.append(RunView(i, {"lr": lr, "seed": seed}, "ok", None, c))
+            i += 1
+    return views
+
+
+def test_converged_ranges_are_the_runs_of_consecutive_lrs_where_every_seed_converged():
+    good, bad = (0.4, 0.9, True), (1.38, 0.25, False)
+    views = _views({0.001: [bad] * 2, 0.01: [good] * 2, 0.1: [good] * 2,
+                    1.0: [good, bad], 3.0: [good] * 2, 10.0: [bad] * 2})
+    vs = verdicts.judge_all(views)
+    rec = verdicts.recommend(views, vs)
+    assert rec.lr_ranges == [(0.01, 0.1), (3.0, 3.0)]
+    assert rec.lr_range == (0.01, 0.1)  # the widest
+    assert "Every seed converged for lr in [0.01, 0.1] and lr 3." in rec.text
+    assert verdicts.converged_ranges([1, 2, 3], {1: 1.0, 2: 1.0, 3: 1.0}) == [(1, 3)]
+    assert verdicts.converged_ranges([1, 2, 3], {1: 0.5, 2: 0.0, 3: 0.99}) == []
+
+
+def test_overfitting_runs_do_not_count_as_converged_in_the_ranges():
+    good = (0.4, 0.9, True)
+    views = _views({0.01: [good] * 2, 0.1: [good] * 2, 1.0: [good] * 2})
+    vs = dict(verdicts.judge_all(views))
+    assert all(v.label == "converged" for v in vs.values())
+    for v in views:
+        if v.swept["lr"] == 0.1 and v.swept["seed"] == 1:
+            vs[v.member] = verdicts.Verdict("overfitting", ("overfitting",))
+    rec = verdicts.recommend(views, vs)
+    assert rec.lr_ranges == [(0.01, 0.01), (1.0, 1.0)] and rec.converged_share[0.1] == 0.5
+    assert "[0.01, 1]" not in rec.text
+
+
+def test_no_range_is_claimed_when_no_lr_converged_for_every_seed():
+    views = _views({0.46: [(0.5, 0.9, True)], 1.0: [(1.38, 0.25, False)]})
+    vs = dict(verdicts.judge_all(views))
+    vs[0] = verdicts.Verdict("slow", ("slow",))
+    rec = verdicts.recommend(views, vs)
+    assert rec.best_lr == 0.46 and rec.lr_ranges == [] and rec.lr_range is None
+    assert "Every seed converged" not in rec.text
+
+
+def test_select_chooses_by_loss_or_accuracy_and_says_when_they_disagree():
+    views = _views({0.01: [(0.5, 0.80, True)] * 3, 0.1: [(0.30, 0.85, True)] * 3,
+                    1.0: [(0.35, 0.95, True)] * 3})
+    vs = verdicts.judge_all(views)
+    by_loss = verdicts.recommend(views, vs)
+    assert by_loss.best_lr == 0.1 and by_loss.metric == "val_loss"
+    assert by_loss.best_by == {"val_loss": 0.1, "val_acc": 1.0} and by_loss.disagree
+    assert "By validation accuracy the best lr is 1 instead" in by_loss.text
+    by_acc = verdicts.recommend(views, vs, select="val_acc")
+    assert by_acc.best_lr == 1.0 and by_acc.metric == "val_acc"
+    assert "highest median final validation accuracy" in by_acc.text
+    assert "By validation loss the best lr is 0.1 instead" in by_acc.text
+    same = _views({0.1: [(0.3, 0.95, True)], 1.0: [(0.4, 0.9, True)]})
+    rec = verdicts.recommend(same, verdicts.judge_all(same), select="val_acc")
+    assert rec.best_lr == 0.1 and not rec.disagree and "instead" not in rec.text
+    with pytest.raises(ValueError, match="select"):
+        verdicts.recommend(same, verdicts.judge_all(same), select="train_loss")
+
+
+def test_select_flag_reaches_the_spec_and_the_stored_recommendation(tmp_path, monkeypatch):
+    from lrlab import cli
+    from lrlab.store import Store
+
+    seen = {}
+
+    def fake(spec, target, command, quiet):
+        seen["spec"] = spec
+
+    monkeypatch.setattr(cli, "run_sweep", fake)
+    res = CliRunner().invoke(cli.app, ["sweep", "--data", "iris", "--select", "val_acc",
+                                       "--out", str(tmp_path / "x")])
+    assert res.exit_code == 0, res.output
+    assert seen["spec"].run.select == "val_acc"
+    res = CliRunner().invoke(cli.app, ["sweep", "--data", "iris", "--select", "acc",
+                                       "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "select" in res.output and "val_loss, val_acc" in res.output
+    assert not (tmp_path / "y").exists()
+    out = tmp_path / "api"
+    runner.sweep({"data": {"source": "iris", "split": "stratified"},
+                  "model": {"hidden": [6]}, "train": {"epochs": 3, "batch_size": 16},
+                  "sweep": {"lr": [0.03, 0.3]}, "run": {"probes": False}}, out,
+                 report=False, select="val_acc")
+    store = Store.open(out)
+    try:
+        rec = json.loads(store.meta()["recommendation"])[0]
+    finally:
+        store.close()
+    assert rec["select"] == "val_acc" and rec["metric"] == "val_acc"
+    assert set(rec["best_by"]) == {"val_loss", "val_acc"} and "lr_ranges" in rec
+    assert rec["lr_range"] is None or list(rec["lr_range"]) in rec["lr_ranges"]
+    with pytest.raises(ValueError, match="select"):
+        runner.sweep({"data": {"source": "iris"}}, tmp_path / "bad", select="acc")
+    assert not (tmp_path / "bad").exists()

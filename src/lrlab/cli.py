@@ -150,6 +150,7 @@ def overrides(
     max_members_per_cohort: int | None = None, no_probes: bool = False,
     max_members: int | None = None, max_memory_gb: float | None = None,
     shuffle: str | None = None,
+    select: str | None = None,
 ) -> dict[str, Any]:
     """CLI flags as a TOML-shaped dict (the same keys a spec file uses)."""
     doc: dict[str, Any] = {}
@@ -221,6 +222,7 @@ def overrides(
     put("run", "max_memory_gb", max_memory_gb)
     if no_probes:
         put("run", "probes", False)
+    put("run", "select", select)
     if name is not None:
         doc["name"] = name
     return doc
@@ -369,6 +371,8 @@ def sweep(
     max_members: Annotated[int | None, opt(MAX_MEMBERS_HELP)] = None,
     max_memory_gb: Annotated[float | None, opt(MAX_MEMORY_HELP)] = None,
     no_probes: Annotated[bool, typer.Option("--no-probes", help="skip probe measurements")] = False,
+    select: Annotated[str | None, opt("val_loss|val_acc: what the recommended lr is chosen "
+                                      "by (default val_loss)")] = None,
     name: Annotated[str | None, opt("experiment name")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the lrlab result in --out (only "
@@ -391,7 +395,7 @@ def sweep(
             decay=decay, device=device, backend=backend, address=address, name=name,
             limit=limit, dtype=dtype, max_members_per_cohort=max_members_per_cohort,
             no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb,
-            shuffle=shuffle)
+            shuffle=shuffle, select=select)
         spec = spec_mod.resolve(merge(doc, over))
         target = out_dir or Path("runs") / spec.name
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])

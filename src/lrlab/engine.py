@@ -66,6 +66,7 @@ class EpochContext:
     active: Tensor  # [K_active] long
     x_probe: Tensor  # [P, d] a fixed probe batch from the training set
     y_probe: Tensor  # [P]
+    opt_state: Any = None  # the optimizer's state (optim.State) after the last step, if any
 
 
 EpochHook = Callable[[EpochContext], dict[str, Tensor]]
@@ -250,6 +251,7 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
     lr_steps: list[list[float]] = [[] for _ in range(K)]
     prev_params: list[Tensor] | None = None
     last_lr = torch.tensor([m.train.lr for m in members], device=device, dtype=dtype)
+    state: Any = None  # the optimizer state of the current phase (probes read it)
 
     def record(epoch: int, extra: dict[str, Tensor | float]) -> Tensor:
         nonlocal prev_params
@@ -262,7 +264,7 @@ def _run(cohort: Cohort, data: Dataset, run: RunSpec, hooks: Sequence[EpochHook]
         if hooks:  # probes get member-major copies (cheap batched matmuls; safe to keep)
             params = [p.clone(memory_format=torch.contiguous_format) for p in net.params]
             ctx = EpochContext(epoch, arch, params, prev_params, last_lr, active, x_probe,
-                               y_probe)
+                               y_probe, state)
             for hook in hooks:
                 try:
                     values.update(hook(ctx))

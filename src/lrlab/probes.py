@@ -28,9 +28,14 @@ the l-th hidden layer):
 - `sharpness`: top eigenvalue of the Hessian of the probe-batch training loss w.r.t. all
   parameters (power iteration on Hessian-vector products) at `sharpness_epochs`, absent
   (None) at the other epochs.
+- `precond_sharpness` (Adam, AdamW, RMSprop, Adagrad, from the first step on): top eigenvalue
+  of P^-1/2 H P^-1/2, with P the optimizer's diagonal preconditioner at that moment (see
+  `preconditioner`), at the same epochs.
 
-The 2/lr stability line is drawn at report time: plain gradient descent on a quadratic with
-curvature `sharpness` is unstable when lr > 2 / sharpness.
+The stability line is drawn at report time from `verdicts.edge_of`: gradient descent on a
+quadratic with curvature `sharpness` is unstable when lr > 2 / sharpness, heavy-ball momentum
+m when lr > (2 + 2m) / sharpness, Adam when lr > (2 + 2 beta1) / ((1 - beta1)
+precond_sharpness), RMSprop and Adagrad when lr > 2 / precond_sharpness.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -186,9 +192,41 @@ def _power(hvp: Callable[[Tensor], Tensor], v0: Tensor, shift: Tensor, iters: in
     return torch.nan_to_num(lam, nan=0.0), vec
 
 
+def preconditioner(state: Any) -> Tensor | None:
+    """The diagonal preconditioner P [K, N] of an adaptive optimizer's state (lrlab.optim,
+    after at least one step), in the parameters' flat order; None for the SGD family (no
+    preconditioner) and before the first step.
+
+    - Adam/AdamW: P = sqrt(v / (1 - beta2^t)) + eps (sqrt of the bias-corrected second moment);
+    - RMSprop: P = sqrt(v) + eps, with v - gbar^2 in place of v when centered;
+    - Adagrad: P = sqrt(sum of g^2) + eps.
+    The optimizer's step is lr P^-1 (its direction), so its stability is set by the
+    eigenvalues of P^-1/2 H P^-1/2.
+    """
+    if not isinstance(state, dict) or "hp" not in state:
+        return None
+    count = state.get("count")
+    if count is None or not bool((count > 0).all()):
+        return None
+    hp = state["hp"]
+    eps = hp["eps"].unsqueeze(1)
+    if "exp_avg_sq" in state:
+        bc2 = 1 - hp["beta2"] ** count.to(hp["beta2"].dtype)
+        return (state["exp_avg_sq"] / bc2.unsqueeze(1)).sqrt() + eps
+    if "square_avg" in state:
+        var = state["square_avg"]
+        if "grad_avg" in state:
+            gbar = state["grad_avg"]
+            var = torch.where(hp["centered"].unsqueeze(1), var - gbar * gbar, var)
+        return var.sqrt() + eps
+    if "sum" in state:
+        return state["sum"].sqrt() + eps
+    return None
+
+
 def hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor],
                 iters: int = SHARPNESS_ITERS, tol: float = SHARPNESS_TOL,
-                v0: Tensor | None = None) -> Tensor:
+                v0: Tensor | None = None, precond: Tensor | None = None) -> Tensor:
     """Top Hessian eigenvalue of K independent losses: `loss(params) -> [K]`, member k's loss
     depending only on member k's slice of `params` (a list of [K, ...] tensors): [K].
 
@@ -196,13 +234,16 @@ def hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor]
     the members' gradients, and its vector-Jacobian product with a stacked v is the stack of
     the members' Hessian-vector products H_k v_k. The start vector `v0` ([K, N], N = numel of
     one member's parameters) defaults to the same fixed pseudo-random direction for every
-    member, so a member's estimate does not depend on its cohort. `params` are not modified.
+    member, so a member's estimate does not depend on its cohort. With `precond` P ([K, N],
+    positive) it is the top eigenvalue of P^-1/2 H P^-1/2 (the preconditioned sharpness), by
+    products D H (D v) with D = P^-1/2. `params` are not modified.
     """
-    return _hessian_top(loss, params, iters, tol, v0)[0]
+    return _hessian_top(loss, params, iters, tol, v0, precond)[0]
 
 
 def _hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor],
-                 iters: int, tol: float, v0: Tensor | None) -> tuple[Tensor, Tensor]:
+                 iters: int, tol: float, v0: Tensor | None,
+                 precond: Tensor | None = None) -> tuple[Tensor, Tensor]:
     K = params[0].shape[0]
     n = sum(p[0].numel() for p in params)
     with torch.enable_grad():
@@ -223,7 +264,14 @@ def _hessian_top(loss: Callable[[list[Tensor]], Tensor], params: Sequence[Tensor
             return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(K, -1)
                               for h, p in zip(hv, ps)], 1).detach()
 
-        lam, vec = _top_eigen(hvp, v0, iters, tol)
+        if precond is not None:
+            d = precond.to(g_flat.dtype).rsqrt()  # D = P^-1/2: [K, N]
+
+            def op(v: Tensor) -> Tensor:
+                return d * hvp(d * v)
+        else:
+            op = hvp
+        lam, vec = _top_eigen(op, v0, iters, tol)
         return lam.detach(), vec.detach()
 
 
@@ -235,11 +283,12 @@ def sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch,
 
 
 def _sharpness(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: nets.Arch, iters: int,
-               tol: float, v0: Tensor | None) -> tuple[Tensor, Tensor]:
+               tol: float, v0: Tensor | None, precond: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
     def loss(ps: list[Tensor]) -> Tensor:
         return hvp_loss(hvp_forward(ps, x, arch), y, arch)
 
-    return _hessian_top(loss, params, iters, tol, v0)
+    return _hessian_top(loss, params, iters, tol, v0, precond)
 
 
 def hvp_forward(params: Sequence[Tensor], x: Tensor, arch: nets.Arch) -> Tensor:
@@ -451,22 +500,32 @@ def sharpness_probe(epochs: Iterable[int], iters: int = SHARPNESS_ITERS,
     new cohort starts at epoch 0)."""
     at = frozenset(epochs)
     last: dict[int, Tensor] = {}  # cohort position -> that member's last eigenvector
+    last_pre: dict[int, Tensor] = {}  # the same for the preconditioned sharpness
+
+    def measure(ctx: EpochContext, x: Tensor, y: Tensor, memo: dict[int, Tensor],
+                precond: Tensor | None) -> Tensor:
+        pos = ctx.active.tolist()
+        v0 = torch.stack([memo[j] for j in pos]) if memo and all(j in memo for j in pos) \
+            else None
+        n_it = iters if v0 is None else warm_iters
+        lam, vec = _sharpness(ctx.params, x, y, ctx.arch, n_it, tol, v0) if precond is None \
+            else _sharpness(ctx.params, x, y, ctx.arch, n_it, tol, v0, precond)
+        memo.update(zip(pos, vec))
+        return torch.where(torch.isfinite(lam), lam, torch.full_like(lam, math.nan))
 
     @_probe("sharpness")
     def probe(ctx: EpochContext) -> dict[str, Tensor]:
         if ctx.epoch == 0:
             last.clear()
+            last_pre.clear()
         if ctx.epoch not in at:
             return {}
         x, y = probe_batch(ctx.x_probe, ctx.y_probe, samples)
-        pos = ctx.active.tolist()
-        v0 = torch.stack([last[j] for j in pos]) if last and all(j in last for j in pos) \
-            else None
-        lam, vec = _sharpness(ctx.params, x, y, ctx.arch, iters if v0 is None else warm_iters,
-                              tol, v0)
-        last.update(zip(pos, vec))
-        return {"sharpness": torch.where(torch.isfinite(lam), lam,
-                                         torch.full_like(lam, math.nan))}
+        out = {"sharpness": measure(ctx, x, y, last, None)}
+        p = preconditioner(ctx.opt_state)
+        if p is not None:
+            out["precond_sharpness"] = measure(ctx, x, y, last_pre, p)
+        return out
 
     return probe
 

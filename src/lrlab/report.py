@@ -40,6 +40,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from lrlab.errors import LrlabError  # noqa: E402
 from lrlab.export import records  # noqa: E402
 from lrlab.store import DB_NAME, Store  # noqa: E402
+from lrlab.verdicts import Edge, edge_of  # noqa: E402
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("answer", "Answer"),
@@ -71,9 +72,6 @@ TRAIN_COLOR, VAL_COLOR = "#1565c0", "#e65100"
 TARGET_FACTOR = 1.1
 """Steps to target: the target training loss is TARGET_FACTOR x the median final training loss
 of the best configuration (lowest such median) in the experiment."""
-OVERFIT_RISE_EPOCHS = 3
-"""Overfitting "yes": the validation loss rose for this many consecutive epochs while the
-training loss fell in each of them."""
 MAX_REGION_PANELS = 40
 """Decision regions: at most this many panels (whole lines, in sweep order)."""
 REGION_GRID = 100
@@ -125,6 +123,12 @@ def group_key(member: dict[str, Any]) -> str:
     """The runner's name for a recommendation group ('all' when only lr and seed vary)."""
     key = line_key(member)
     return "all" if key == "all runs" else key
+
+
+def edge_of_rec(r: dict[str, Any]) -> Edge:
+    """The stability edge of a record's optimizer (`verdicts.edge_of`): the settings
+    `load_experiment` attached under `optimizer_setup` (plain SGD when unknown)."""
+    return edge_of(r.get("optimizer_setup") or {})
 
 
 def lr_of(member: dict[str, Any]) -> float | None:
@@ -264,6 +268,12 @@ def load_experiment(directory: str | Path) -> Experiment:
         exp.spec = spec_mod.resolve(json.loads(meta["spec_json"]))
     except (KeyError, ValueError) as exc:  # LrlabError is a ValueError
         exp.spec_error = f"the stored spec could not be read: {exc}"
+    for r in exp.recs:  # the optimizer settings that set each run's stability edge
+        m = exp.member(r["id"])
+        if m is not None:
+            t = m.phases[-1] if m.phases else m.train
+            r["optimizer_setup"] = {"optimizer": t.optimizer, "momentum": t.momentum,
+                                    "nesterov": t.nesterov, "beta1": t.beta1}
     return exp
 
 
@@ -381,7 +391,7 @@ class RunFacts:
     samples: float | None  # training samples processed (n_train x epochs trained)
     steps_at_epoch: list[int] | None  # cumulative optimizer steps at each recorded epoch
     gap: float | None  # final train acc - val acc
-    overfit: bool | None  # val loss rose for OVERFIT_RISE_EPOCHS epochs while train loss fell
+    overfit: bool | None  # the verdict has the `overfitting` label (None: no validation set)
 
 
 def _steps_per_epoch(exp: Experiment, r: dict[str, Any]) -> list[int] | None:
@@ -406,18 +416,13 @@ def _steps_per_epoch(exp: Experiment, r: dict[str, Any]) -> list[int] | None:
     return [steps // epochs] * epochs if steps else None
 
 
-def overfit_flag(hist: dict[str, list[Any]], k: int = OVERFIT_RISE_EPOCHS) -> bool | None:
-    """True when val loss rose in k consecutive epochs while train loss fell in each of them."""
-    va, tr = _col(hist, "val_loss"), _col(hist, "train_loss")
+def overfit_flag(r: dict[str, Any]) -> bool | None:
+    """Whether the run's verdict says `overfitting` (the one definition, in lrlab.verdicts:
+    a run that never learned is never overfitting); None without a validation set."""
+    va = _col(r["history"], "val_loss")
     if not len(va) or np.all(np.isnan(va)):
         return None
-    dv, dt = np.diff(va), np.diff(tr)
-    run = 0
-    for a, b in zip(dv, dt):
-        run = run + 1 if (a > 0 and b < 0) else 0
-        if run >= k:
-            return True
-    return False
+    return "overfitting" in ((r.get("verdict") or {}).get("labels") or ())
 
 
 def run_facts(exp: Experiment, r: dict[str, Any]) -> RunFacts:
@@ -429,7 +434,7 @@ def run_facts(exp: Experiment, r: dict[str, Any]) -> RunFacts:
     tr, va = final(r, "train_acc"), final(r, "val_acc")
     return RunFacts(r.get("seconds"), samples, cum,
                     tr - va if tr is not None and va is not None else None,
-                    overfit_flag(r["history"]) if r["status"] == "ok" else None)
+                    overfit_flag(r))
 
 
 def loss_target(recs: Sequence[dict[str, Any]]) -> tuple[float, str] | None:
@@ -657,22 +662,31 @@ def _lr_ticks(ax: Any, lrs: Sequence[float]) -> None:
 
 
 def max_sharpness(runs: Sequence[dict[str, Any]], init: bool = False) -> float | None:
-    """The largest measured top Hessian eigenvalue over these runs during training (epochs
-    >= 1; every seed of a configuration starts from the same init whatever its lr), or at
-    initialisation (epoch 0) with init=True."""
+    """The largest measured sharpness over these runs during training (epochs >= 1; every
+    seed of a configuration starts from the same init whatever its lr), or at initialisation
+    (epoch 0) with init=True. The sharpness is the one that sets each run's stability edge
+    (`edge_of_rec`): the top Hessian eigenvalue, or the preconditioned one for adaptive
+    optimizers (not measured at epoch 0, before their first step)."""
     vals = []
     for r in runs:
-        c = _col(r["history"], "sharpness")
+        c = _col(r["history"], edge_of_rec(r).quantity)
         c = c[:1] if init else c[1:]
         if np.isfinite(c).any():
             vals.append(float(np.nanmax(c)))
     return max(vals) if vals else None
 
 
+def stability_lr(runs: Sequence[dict[str, Any]], sharp: float | None) -> float | None:
+    """The largest stable lr at sharpness `sharp` for these runs' optimizer (c / sharp)."""
+    return edge_of_rec(runs[0]).lr(sharp) if runs else None
+
+
 def sharpness_table(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Table | None:
-    """Per lr: sharpness at init and its maximum during training, the lr 2/λ at which plain
-    gradient descent turns unstable, and lr x λ (above 2: past that limit)."""
+    """Per lr: sharpness at init and its maximum during training, the lr at which the
+    optimizer turns unstable at that curvature (2/λ for plain gradient descent, see
+    `verdicts.Edge`), and lr over that limit (above 1: past it)."""
     rows = []
+    rules = set()
     for name, rs in lines:
         by_lr: dict[float, list[dict[str, Any]]] = {}
         for r in rs:
@@ -682,12 +696,19 @@ def sharpness_table(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Ta
             s0, s1 = max_sharpness(by_lr[lr], init=True), max_sharpness(by_lr[lr])
             if s0 is None and s1 is None:
                 continue
-            rows.append([Cell(name, name), cell(lr), cell(s0, 3), cell(s1, 3),
-                         cell(2 / s1 if s1 else None, 3), cell(lr * s1 if s1 else None, 3)])
+            lim = stability_lr(by_lr[lr], s1)
+            rule = edge_of_rec(by_lr[lr][0]).formula
+            rules.add(rule)
+            rows.append([Cell(name, name), cell(lr), Cell(rule, rule), cell(s0, 3), cell(s1, 3),
+                         cell(lim, 3), cell(lr / lim if lim else None, 3)])
     if not rows:
         return None
-    cols = ["line", "lr", "sharpness λ at init", "max λ during training", "2/λ (stability lr)",
-            "lr × λ (> 2: unstable)"]
+    one = len(rules) == 1
+    head = f"{next(iter(rules))} (stability lr)" if one else "stability lr"
+    cols = ["line", "lr", "edge", "sharpness λ at init", "max λ during training", head,
+            "lr ÷ stability lr (> 1: unstable)"]
+    if one:  # one rule for every row: in the header, not a column
+        cols, rows = cols[:2] + cols[3:], [row[:2] + row[3:] for row in rows]
     if len(lines) == 1:
         cols, rows = cols[1:], [row[1:] for row in rows]
     return Table(cols, rows, numeric=set(range(len(cols) - 5, len(cols))))
@@ -746,7 +767,7 @@ def _draw_outcome(ax1: Any, ax2: Any, lines: Lines, lk: str, ak: str, top: float
         for lr in lrs:
             group = by_lr[lr]
             sharp = max_sharpness(group)
-            stab = 2.0 / sharp if sharp and sharp > 0 else None
+            stab = stability_lr(group, sharp)
             for s, r in enumerate(group):
                 x = lr * 10 ** ((s - (len(group) - 1) / 2) * 0.012)  # spread seeds a little
                 lab = label_of(r)
@@ -771,7 +792,8 @@ def _draw_outcome(ax1: Any, ax2: Any, lines: Lines, lk: str, ak: str, top: float
                         ax.axvline(stab, color=color, ls=":", lw=1.1, alpha=0.8, zorder=1)
                     ax2.plot([stab], [1.0], marker="v", color=color, ms=6, clip_on=False,
                              transform=ax2.get_xaxis_transform(), zorder=5)
-                    ax1.text(stab, 0.99, f" 2/λ at lr {lr:g}", rotation=90, fontsize=6.5,
+                    ax1.text(stab, 0.99, f" {edge_of_rec(group[0]).formula} at lr {lr:g}",
+                             rotation=90, fontsize=6.5,
                              va="top", ha="right", color=color,
                              transform=ax1.get_xaxis_transform())
 
@@ -807,7 +829,7 @@ def fig_lr_outcome(lines: Lines, facet: bool = True) -> Figure | None:
     names = list(dict.fromkeys(name for _, ls in panels for name, _ in ls))
     color_of = {name: f"C{i % 10}" for i, name in enumerate(names)}
     table: list[list[Any]] = [["line", "lr", "seed", "status", "verdict", lk, ak,
-                               "max_sharpness_at_lr", "stability_lr_2_over_sharpness"]]
+                               "max_sharpness_at_lr", "stability_lr"]]
     seen: dict[str, Any] = {"labels": set(), "diverged": False, "stab": False}
     for (panel, ls), (ax1, ax2) in zip(panels, pairs):
         _draw_outcome(ax1, ax2, ls, lk, ak, top, color_of, (all_lrs[0], all_lrs[-1]), seen,
@@ -840,7 +862,7 @@ def fig_lr_outcome(lines: Lines, facet: bool = True) -> Figure | None:
         handles.append(plt.Line2D([], [], marker="x", ls="", color="#444",
                                   label="no final value (at axis edge)"))
     if seen["stab"]:
-        handles.append(plt.Line2D([], [], ls=":", color="#444", label="2/sharpness"))
+        handles.append(plt.Line2D([], [], ls=":", color="#444", label="stability lr"))
     line_handles = [plt.Line2D([], [], color=color_of[nm], lw=2, label=_t(nm)) for nm in names]
     if n == 1:
         pairs[0][1].legend(handles=handles, title="verdict", loc="best", title_fontsize=7.5)
@@ -1073,15 +1095,18 @@ PROBE_PANELS: tuple[tuple[str, str, bool], ...] = (
     ("grad_norm", "gradient norm", True),
     ("update_ratio", "update/weight ratio (layer mean)", True),
     ("top_class_share", "share of the most-predicted class", False),
-    ("lr_sharpness", "lr × sharpness (unstable above 2)", True),
+    ("lr_sharpness", "lr ÷ stability lr (unstable above 1)", True),
 )
 
 
-def probe_series(hist: dict[str, list[Any]], name: str, lr: float | None = None) -> np.ndarray:
+def probe_series(hist: dict[str, list[Any]], name: str, lr: float | None = None,
+                 edge: Edge | None = None) -> np.ndarray:
     """One probe over epochs: the whole-net value, or the mean over its per-layer values;
-    `lr_sharpness` is the applied lr times the sharpness (gradient descent's stability number)."""
+    `lr_sharpness` is the applied lr over the optimizer's stability lr at the measured
+    sharpness, lr x λ / c (`verdicts.Edge`; plain gradient descent by default: lr x λ / 2)."""
     if name == "lr_sharpness":
-        sharp = _col(hist, "sharpness")
+        edge = edge or edge_of({})
+        sharp = _col(hist, edge.quantity) / edge.c
         applied = _col(hist, "lr")
         if not len(sharp):
             return sharp
@@ -1105,7 +1130,8 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
     panels = []
     notes = []
     for name, title, log in PROBE_PANELS:
-        vals = [probe_series(r["history"], name, lr_of(r["member"])) for r in recs]
+        vals = [probe_series(r["history"], name, lr_of(r["member"]), edge_of_rec(r))
+                for r in recs]
         finite = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.array([])
         if not finite.size:
             continue
@@ -1145,7 +1171,7 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
             ax = axes[li * per_line + pi // cols][pi % cols]
             for k, g in enumerate(groups):
                 lr = lr_of(g[0]["member"])
-                series = [probe_series(r["history"], name, lr) for r in g]
+                series = [probe_series(r["history"], name, lr, edge_of_rec(r)) for r in g]
                 m = np.full((len(g), max(len(v) for v in series)), np.nan)
                 for i, v in enumerate(series):
                     m[i, : len(v)] = v
@@ -1170,7 +1196,7 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
                     ax.axhline(float(np.nanmedian(maj)), color="#888", ls="--", lw=1)
                 ax.set_ylim(0, 1.05)
             if name == "lr_sharpness":
-                ax.axhline(2.0, color="#c62828", ls=":", lw=1.2)
+                ax.axhline(1.0, color="#c62828", ls=":", lw=1.2)
             if name in ("dead_frac", "sat_frac"):
                 ax.set_ylim(bottom=0)
             ax.set_title(_t(title if len(lines) == 1 else f"{line}: {title}"), fontsize=8.5)
@@ -1189,9 +1215,11 @@ def fig_probes(recs: Sequence[dict[str, Any]]) -> tuple[Figure | None, list[str]
     legend_rows = math.ceil(len(handles) / max(ncol, 1))
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.2 * legend_rows + 0.2) / (2.45 * rows + 0.45)))
     if any(n == "lr_sharpness" for n, _, _ in panels):
-        notes.append("lr × sharpness: the applied lr times the top Hessian eigenvalue, at the "
-                     "epochs where sharpness was measured; above the dotted line at 2, plain "
-                     "gradient descent overshoots along the sharpest direction")
+        notes.append("lr ÷ stability lr: the applied lr over the largest lr that is stable at "
+                     "the sharpness measured at that epoch (2/λ for plain gradient descent, "
+                     "(2 + 2m)/λ with heavy-ball momentum m, 38/λ_P for Adam with β1 = 0.9 on "
+                     "the preconditioned sharpness λ_P, 2/λ_P for RMSprop and Adagrad); above "
+                     "the dotted line at 1 the steps overshoot along the sharpest direction")
     if any(n == "top_class_share" for n, _, _ in panels):
         notes.append("share of the most-predicted class: dashed grey line = the share of the "
                      "most common class in the data; 1.0 means one class is predicted for "
@@ -1715,15 +1743,17 @@ def sec_lr_outcome(exp: Experiment, d: Path) -> str:
              and np.isfinite(c).any()]
     panels = facet_lines(lines_of(exp.recs))
     if sharp and max(len(ls) for _, ls in panels) > MAX_STABILITY_LINES:
-        cap += (" With this many lines per panel the 2/λ stability limits are not drawn; the "
+        cap += (" With this many lines per panel the stability limits are not drawn; the "
                 "table below lists them.")
     elif sharp:
-        cap += (" Dotted vertical lines (one per lr, in its line's colour): 2/λ, where λ is the "
-                "largest sharpness (top Hessian eigenvalue) measured during training of the runs "
-                "at that lr; an lr to the right of such a line makes plain gradient descent "
-                "unstable at that curvature.")
+        cap += (" Dotted vertical lines (one per lr, in its line's colour): the stability lr at "
+                "the largest sharpness measured during training of the runs at that lr (2/λ for "
+                "plain gradient descent with λ the top Hessian eigenvalue; (2 + 2m)/λ with "
+                "heavy-ball momentum m; 38/λ_P for Adam with β1 = 0.9 and 2/λ_P for RMSprop and "
+                "Adagrad, λ_P the sharpness of the preconditioned loss); an lr to the right of "
+                "such a line makes the optimizer unstable at that curvature.")
     else:
-        cap += " Sharpness was not measured, so no 2/sharpness line is drawn."
+        cap += " Sharpness was not measured, so no stability line is drawn."
     out = _figure(f, d, "lr_outcome", "final loss and accuracy against learning rate", _e(cap))
     return out + _sharpness_html(lines_of(exp.recs))
 
@@ -1735,10 +1765,16 @@ def _sharpness_html(lines: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> st
     table = render_table(t)
     if len(t.rows) > 20:
         table = f"<details><summary>{len(t.rows)} rows</summary>{table}</details>"
-    return ("<h3>Sharpness and the 2/λ stability limit</h3><p class=muted>Largest top Hessian "
-            "eigenvalue over the seeds at each lr, at initialisation and during training. Plain "
-            "gradient descent on a quadratic with curvature λ diverges exactly when lr > 2/λ, "
-            "i.e. when lr × λ > 2.</p>" + table)
+    return ("<h3>Sharpness and the stability limit</h3><p class=muted>Largest sharpness over "
+            "the seeds at each lr, at initialisation and during training, and the largest lr "
+            "that is stable at that curvature. On a quadratic with top curvature λ, plain "
+            "gradient descent diverges exactly when lr > 2/λ, heavy-ball momentum m when lr > "
+            "(2 + 2m)/λ, Nesterov when lr > (2 + 2m)/((1 + 2m)λ). For Adam, RMSprop and Adagrad "
+            "λ is the preconditioned sharpness λ_P (top eigenvalue of P^-1/2 H P^-1/2, P the "
+            "optimizer's per-parameter step scale, e.g. sqrt(v̂) + eps), and the limit is "
+            "(2 + 2β1)/((1 − β1)λ_P) for Adam (38/λ_P at β1 = 0.9), 2/λ_P for RMSprop and "
+            "Adagrad; λ_P is not measured at initialisation, before the first step.</p>"
+            + table)
 
 
 def sec_curves(exp: Experiment, d: Path) -> str:
@@ -1866,10 +1902,13 @@ def sec_measurements(exp: Experiment, d: Path) -> str:
                    [[cell(c), cell(n), cell(s, 4), cell(rate, 4)]
                     for c, n, s, rate in m.cohorts], numeric={0, 1, 2, 3})
         out.append("<details><summary>Per cohort</summary>" + render_table(ct) + "</details>")
-    out.append(f"<h3>Overfitting</h3><p class=muted>Gap: final training accuracy minus "
-               f"validation accuracy (median). “yes k/n”: in k of n seeds the validation loss "
-               f"rose for {OVERFIT_RISE_EPOCHS} or more consecutive epochs while the training "
-               "loss fell.</p>" + render_table(m.overfit))
+    out.append("<h3>Overfitting</h3><p class=muted>Gap: final training accuracy minus "
+               "validation accuracy (median). “yes k/n”: k of n seeds have the verdict "
+               "“overfitting”: the run fitted its training set (its loss fell and its training "
+               "accuracy clearly beats always answering the most common class) and then its "
+               "validation loss rose while the training loss fell, or its validation accuracy "
+               "stayed at that baseline. A run that never learned (diverged, collapsed, dead or "
+               "saturated) is never counted.</p>" + render_table(m.overfit))
     out.append("<h3>Peak memory</h3>")
     if m.memory:
         mt = Table(["where", "peak memory (MiB)"],

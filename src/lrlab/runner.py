@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -559,16 +560,24 @@ def sweep(
     command: str | None = None,
     report: bool = True,
     overwrite: bool = False,
+    select: str | None = None,
 ) -> Result:
     """Run a sweep and write its folder (store, spec, verdicts, report). Returns the Result.
 
     An existing folder holding the same experiment on the same data is resumed: only its
     unfinished cohorts run. `overwrite` replaces whatever lrlab result the folder holds (only
-    lrlab's own files are removed, after the input was checked). `progress(done, total)` is
-    called as member-epochs finish. Bad input raises LrlabError before anything is written; a
-    failure while running leaves every finished cohort stored; Ctrl-C raises `Interrupted`.
+    lrlab's own files are removed, after the input was checked). `select` (`val_loss` |
+    `val_acc`) overrides the spec's `[run].select`: what the recommended lr is chosen by.
+    `progress(done, total)` is called as member-epochs finish. Bad input raises LrlabError
+    before anything is written; a failure while running leaves every finished cohort stored;
+    Ctrl-C raises `Interrupted`.
     """
     s = absolute_paths(as_spec(spec))
+    if select is not None:
+        if select not in spec_mod.SELECT:
+            raise LrlabError(f"`select` must be one of {', '.join(spec_mod.SELECT)}; "
+                             f"got {select!r}")
+        s = dataclasses.replace(s, run=dataclasses.replace(s.run, select=select))
     directory, datasets = preflight(s, out)
     if backend is None and s.run.backend == "ray":  # fail fast: Ray missing, a bad address
         from lrlab import distributed
@@ -812,7 +821,7 @@ def finish(store: Store, s: Spec, datasets: Mapping[Any, data_mod.Dataset]) -> N
     views = run_views(store, s, datasets)
     verdicts = v_mod.judge_all(views)
     store.write_verdicts(verdicts)
-    recs = recommendations(views, verdicts)
+    recs = recommendations(views, verdicts, s.run.select)
     store.set_meta(recommendation=json.dumps(recs))
 
 
@@ -840,7 +849,8 @@ def member_setup(m: spec_mod.Member) -> dict[str, Any]:
     return {"activation": m.model.activation, "output": m.model.output, "init": init,
             "init_scale": m.model.init_scale, "hidden": list(m.model.hidden),
             "optimizer": m.train.optimizer, "momentum": m.train.momentum,
-            "nesterov": m.train.nesterov, "batch_size": m.train.batch_size,
+            "nesterov": m.train.nesterov, "beta1": m.train.beta1,
+            "batch_size": m.train.batch_size,
             "epochs": m.train.epochs,
             "phases": [{"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size}
                        for t in (m.train, *m.phases)]}
@@ -858,8 +868,12 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def recommendations(views: Sequence[Any], verdicts: Mapping[int, Any]) -> list[dict[str, Any]]:
-    """One recommendation per group of runs that differ only in lr and seed."""
+def recommendations(views: Sequence[Any], verdicts: Mapping[int, Any],
+                    select: str = "val_loss") -> list[dict[str, Any]]:
+    """One recommendation per group of runs that differ only in lr and seed, chosen by
+    `select` (`val_loss` or `val_acc`). `lr_range` is the widest of `lr_ranges` (the runs of
+    consecutive lrs where every seed converged); `best_by` holds the best lr by loss and by
+    accuracy, `disagree` whether they differ."""
     from lrlab.verdicts import recommend
 
     groups: dict[str, list[Any]] = {}
@@ -867,8 +881,10 @@ def recommendations(views: Sequence[Any], verdicts: Mapping[int, Any]) -> list[d
         groups.setdefault(group_key(v.swept), []).append(v)
     out = []
     for key, vs in groups.items():
-        r = recommend(vs, dict(verdicts))
+        r = recommend(vs, dict(verdicts), select)
         out.append({"group": key, "best_lr": r.best_lr, "lr_range": r.lr_range,
+                    "lr_ranges": [list(x) for x in r.lr_ranges], "select": select,
+                    "best_by": r.best_by, "disagree": r.disagree,
                     "metric": r.metric, "at_edge": r.at_edge, "text": r.text,
                     "converged_share": {f"{lr:g}": x for lr, x in r.converged_share.items()},
                     "learned_share": {f"{lr:g}": x for lr, x in r.learned_share.items()}})

@@ -105,6 +105,7 @@ class RunSpec:
     threads: int = 0  # 0 = torch's default
     max_members: int = 100_000  # refuse a larger sweep (the product of the axes x seeds)
     max_memory_gb: float = 0.0  # refuse a larger memory estimate; 0 = this machine's memory
+    select: str = "val_loss"  # what the recommended lr is chosen by (SELECT)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ class Spec:
 # ----------------------------------------------------------------------------- constraints
 
 SYNTHETIC = ("blobs", "moons", "circles", "spiral", "xor")
+SELECT = ("val_loss", "val_acc")
+"""What the recommended lr is chosen by: the median final validation loss (lowest) or
+accuracy (highest); without a validation set, the training loss or accuracy."""
 BUNDLED = ("iris", "wine", "digits", "breast_cancer")
 FILE_PREFIXES = ("csv", "npz", "parquet", "mnist", "fashion-mnist")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "linear")
@@ -338,6 +342,7 @@ RUN_RULES: dict[str, Callable[[Any], str | None]] = {
     "threads": _int(0, 1024),
     "max_members": _int(1, 10**12),
     "max_memory_gb": _float(0.0, 1e9),
+    "select": _one_of(SELECT),
 }
 SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], str | None]]]] = {
     "data": (DataSpec, DATA_RULES),

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lrlab.spec import SELECT
+
 LABELS = ("converged", "slow", "diverged", "oscillating", "collapsed", "dead_relu", "saturated",
           "overfitting")
 
@@ -35,10 +37,12 @@ SLOW_LAST_FRACTION = 0.2
 SLOW_LAST_FRACTION of the epochs: training was cut off while still improving. A converged
 run changes by a few percent at most over its last fifth."""
 SLOW_MIN_DROP = 0.05
-SLOW_MIN_SHARE_OF_START = 0.01
-"""... and that last stretch also removed more than 1% of the loss the run started from:
+SLOW_MIN_SHARE_OF_START = 0.02
+"""... and that last stretch also removed more than 2% of the loss the run started from:
 a cross-entropy loss on separable data keeps shrinking by a constant factor forever (0.005
-to 0.004 is 20% lower, but nothing a learner should wait for)."""
+to 0.004 is 20% lower, but nothing a learner should wait for). Tuned on bench/calibration.py's
+seeds 0-99: at 1% a healthy net at loss 0.08 that still sheds 1.1% of its start over its last
+fifth was called slow."""
 OSCILLATION_MIN_REL = 0.1
 """`oscillating`: over the last half of training, the training loss went up between epochs
 by more than OSCILLATION_MIN_REL of its median, in at least OSCILLATION_MIN_SHARE of the
@@ -100,10 +104,37 @@ PLATEAU_MIN_SHARE = 0.1
 SPIKE_FACTOR = 1.5
 """A *spike*: the training loss rose above SPIKE_FACTOR x its starting value at some epoch
 and the run still ended below where it started (it recovered)."""
+ACC_MARGIN = 0.1
+"""A run *beats the baseline clearly* when its accuracy is at least ACC_MARGIN above always
+answering the most frequent class (the probes' `majority_share`; 1/C without probes), or
+halfway from that baseline to 1 when the baseline is above 0.8. Ten points is two to three
+binomial standard deviations of a chance-level accuracy on the 100-300 validation samples of
+the seed problems, so a run at chance (a random-label set, a collapsed or saturated net) does
+not pass by luck, while every run that learns anything real passes by far (0.9 and above)."""
+LATE_RISE_MIN = 0.05
+"""`converged` needs a loss that stopped improving *without rising*: over the last
+SLOW_LAST_FRACTION of the epochs the training loss must not end more than LATE_RISE_MIN
+(relative) above its lowest value in that stretch, and the rise must also exceed
+SLOW_MIN_SHARE_OF_START of the starting loss to count (a loss of 0.004 that ends at 0.0045
+has not failed). The full-set loss at the end of an epoch of a settled run moves by a percent
+or two; 5% up over the last fifth of training means the run is being pushed out of its
+valley (an lr near the edge of stability), which is `oscillating`, not converged."""
+LATE_RISE_GIVEN_BACK = 0.05
+"""... and the rise must give back at least this share of the progress the run had made
+(start minus lowest loss): a loss of 0.105 that drifts to 0.117 after falling from 0.7 gave
+back 2% (a net fitting a tiny training set at the edge of stability, still overfitting, not
+failing); one that climbs from 0.3 to 0.36 after falling from 0.7 gave back 15%. Tuned on
+bench/calibration.py's seeds 0-99."""
+BLOWUP_FACTOR = 3.0
+"""`diverged` without the engine stopping it: the training loss ended at least BLOWUP_FACTOR
+times where it started and stayed there (the median of the last half too). The engine stops
+a run only past 100x its start; a full-batch run far above its stability edge can bounce
+between 3x and 50x its start for ever (its tanh units saturated, so the loss is bounded), and
+that is divergence, not a run that oscillates around a solution."""
 
 ADAPTIVE = ("adagrad", "rmsprop", "adam", "adamw")
-"""Optimizers whose effective step is preconditioned per parameter: the plain 2/lr stability
-line does not apply to them."""
+"""Optimizers whose effective step is preconditioned per parameter: their stability edge is
+on the preconditioned sharpness (see `edge_of`), not the raw Hessian's."""
 
 
 # ----------------------------------------------------------------------------- data types
@@ -245,6 +276,10 @@ class _Run:
         return lr
 
     @property
+    def edge(self) -> Edge:
+        return edge_of(self.v.setup)
+
+    @property
     def n_layers(self) -> int:
         return max(self.layers("weight_norm") or self.layers("grad_norm") or
                    self.layers("update_ratio") or [0])
@@ -256,9 +291,58 @@ class _Run:
             return None
         return (ls[0] - ls[-1]) / ls[0]
 
+    def baseline(self) -> float | None:
+        """The accuracy of always answering the most frequent class: the probes'
+        `majority_share`, else 1/C (None when neither is known)."""
+        maj = self.last("majority_share")
+        if maj is None and self.v.n_classes >= 2:
+            maj = 1.0 / self.v.n_classes
+        return maj
+
+    def beats(self, acc: float | None) -> bool:
+        """`acc` clearly beats the baseline (see ACC_MARGIN); True when either is unknown."""
+        base = self.baseline()
+        if acc is None or base is None:
+            return True
+        return acc >= base + min(ACC_MARGIN, (1 - base) / 2)
+
+    def acc(self) -> float | None:
+        """The accuracy a run is judged by: validation when there is a validation set."""
+        va = self.last("val_acc")
+        return va if va is not None else self.last("train_acc")
+
     def learned(self) -> bool:
+        """The training loss fell by LEARN_MIN_DROP and the judged accuracy clearly beats
+        always answering the most frequent class."""
         d = self.drop()
-        return d is not None and d >= LEARN_MIN_DROP
+        return d is not None and d >= LEARN_MIN_DROP and self.beats(self.acc())
+
+    def fitted(self) -> bool:
+        """Like `learned`, on the training set alone (a net that memorised its training set
+        fitted it without learning anything that generalises)."""
+        d = self.drop()
+        return d is not None and d >= LEARN_MIN_DROP and self.beats(self.last("train_acc"))
+
+    def late_rise(self) -> tuple[float, float, int] | None:
+        """(lowest, final, epochs) when the training loss ended more than LATE_RISE_MIN above
+        its lowest value over the last SLOW_LAST_FRACTION of the judged window."""
+        ls = self.losses()
+        if len(ls) < 3:
+            return None
+        k = max(1, int(round(SLOW_LAST_FRACTION * (len(ls) - 1))))
+        lo, end = min(ls[-1 - k:]), ls[-1]
+        if end > lo * (1 + LATE_RISE_MIN) and \
+                end - lo >= LATE_RISE_GIVEN_BACK * max(ls[0] - min(ls), 0.0) > 0:
+            return lo, end, k
+        return None
+
+    def blew_up(self) -> bool:
+        """The loss ended BLOWUP_FACTOR above its start and its last half stayed there."""
+        ls = self.losses()
+        if len(ls) < 4 or not ls[0] > 0:
+            return False
+        tail = sorted(ls[len(ls) // 2:])
+        return ls[-1] >= BLOWUP_FACTOR * ls[0] and tail[len(tail) // 2] >= BLOWUP_FACTOR * ls[0]
 
     def where(self) -> str:
         """'At lr 0.5' plus the phase when there are several."""
@@ -275,32 +359,103 @@ class _Run:
         return at
 
 
+@dataclass(frozen=True)
+class Edge:
+    """Where an optimizer's steps turn unstable on a quadratic: stable for lr < c / lam, with
+    lam the top eigenvalue of the history key `quantity` (`sharpness`: the Hessian's;
+    `precond_sharpness`: the preconditioned Hessian P^-1/2 H P^-1/2's, see lrlab.probes).
+
+    - gradient descent: x <- x - lr lam x, stable for lr lam < 2 (c = 2);
+    - heavy-ball momentum m (torch's SGD): x_{t+1} = x_t - lr lam x_t + m (x_t - x_{t-1}), the
+      characteristic roots leave the unit disc through -1 at lr lam = 2 + 2m;
+    - Nesterov (torch's form, buf = m buf + g, step g + m buf): the recursion on
+      (x_t, lr buf_{t-1}) has characteristic polynomial z^2 - (1+m)(1-a) z + m(1-a),
+      a = lr lam, with a root at -1 for a = (2 + 2m)/(1 + 2m);
+    - Adam/AdamW with a frozen preconditioner P = sqrt(v_hat) + eps: the first moment is an EMA
+      (1 - b1) g + b1 m, i.e. heavy-ball with momentum b1 and step lr (1 - b1) on P^-1 H, so
+      the edge is lr (1 - b1) lam_P = 2 + 2 b1, c = (2 + 2 b1)/(1 - b1) (38 at b1 = 0.9;
+      Cohen et al., "Adaptive gradient methods at the edge of stability", 2022);
+    - RMSprop (P = sqrt(v) + eps) and Adagrad (P = sqrt(sum) + eps): gradient descent on
+      P^-1 H, c = 2 (RMSprop with momentum m: c = 2 + 2m, its buffer is heavy-ball's).
+    """
+
+    quantity: str
+    c: float
+    formula: str  # e.g. "2/λ", "(2 + 2·0.9)/λ", "38/λ_P"
+    what: str  # the quantity in words
+
+    def lr(self, lam: float | None) -> float | None:
+        """The largest stable lr at this curvature (None for a non-positive or missing lam)."""
+        if lam is None or not lam > 0 or not math.isfinite(lam):
+            return None
+        return self.c / lam
+
+    def rule(self, lam: float, lim: float) -> str:
+        """'2/6.2 = 0.32' in words for the explanations."""
+        return f"{self.formula.replace('λ_P', f'{lam:.3g}').replace('λ', f'{lam:.3g}')} = {lim:.3g}"
+
+
+def edge_of(setup: Mapping[str, Any]) -> Edge:
+    """The stability edge for a run's optimizer settings (RunView.setup keys `optimizer`,
+    `momentum`, `nesterov`, `beta1`)."""
+    opt = setup.get("optimizer", "sgd") or "sgd"
+    m = float(setup.get("momentum") or 0.0)
+    if opt in ("adam", "adamw"):
+        b1 = setup.get("beta1")
+        b1 = 0.9 if b1 is None else float(b1)
+        c = (2 + 2 * b1) / (1 - b1) if b1 < 1 else math.inf
+        return Edge("precond_sharpness", c, f"{c:.3g}/λ_P" if b1 == 0.9 else
+                    f"(2 + 2·{b1:g})/((1 − {b1:g})·λ_P)",
+                    "the preconditioned sharpness λ_P (top eigenvalue of P^-1/2 H P^-1/2, P "
+                    "= sqrt(v̂) + eps, Adam's per-parameter step scale)")
+    if opt in ("rmsprop", "adagrad"):
+        mm = m if opt == "rmsprop" else 0.0
+        p = "sqrt(v) + eps" if opt == "rmsprop" else "sqrt(sum of g²) + eps"
+        return Edge("precond_sharpness", 2 + 2 * mm,
+                    "2/λ_P" if mm == 0 else f"(2 + 2·{mm:g})/λ_P",
+                    f"the preconditioned sharpness λ_P (top eigenvalue of P^-1/2 H P^-1/2, P = "
+                    f"{p}, {opt}'s per-parameter step scale)")
+    what = "the sharpest curvature of the loss (top Hessian eigenvalue) λ"
+    if m > 0 and (setup.get("nesterov") or opt == "nesterov"):
+        return Edge("sharpness", (2 + 2 * m) / (1 + 2 * m),
+                    f"(2 + 2·{m:g})/((1 + 2·{m:g})·λ)", what)
+    if m > 0:
+        return Edge("sharpness", 2 + 2 * m, f"(2 + 2·{m:g})/λ", what)
+    return Edge("sharpness", 2.0, "2/λ", what)
+
+
 def stability_lr(sharpness: float | None, optimizer: str = "sgd", momentum: float = 0.0,
-                 nesterov: bool = False) -> float | None:
-    """The largest lr for which gradient descent is stable on a quadratic with this top
-    curvature: 2/sharpness for plain SGD, 2(1+m)/sharpness with heavy-ball momentum m, and
-    (2+2m)/((1+2m) sharpness) with Nesterov momentum. None for adaptive optimizers (their
-    step is preconditioned, so the raw Hessian's eigenvalue does not set the limit) and for a
+                 nesterov: bool = False, beta1: float | None = None) -> float | None:
+    """The largest lr for which the optimizer is stable on a quadratic whose top curvature
+    (preconditioned, for adaptive optimizers) is `sharpness` (see `Edge`); None for a
     non-positive sharpness."""
-    if sharpness is None or not sharpness > 0 or optimizer in ADAPTIVE:
-        return None
-    m = momentum or 0.0
-    if nesterov or optimizer == "nesterov":
-        return (2 + 2 * m) / ((1 + 2 * m) * sharpness)
-    return 2 * (1 + m) / sharpness
+    return edge_of({"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov,
+                    "beta1": beta1}).lr(sharpness)
 
 
 def _stability(r: _Run, epoch_index: int | None = None) -> tuple[float | None, float | None,
                                                                  int | None]:
     """(sharpness, its stability lr, epoch) at the start of the judged window (or the first
-    measurement after it)."""
-    s = r.series("sharpness")
+    measurement after it), in the quantity that sets the run's optimizer's edge."""
+    s = r.series(r.edge.quantity)
     if not s:
         return None, None, None
     e, lam = s[0] if epoch_index is None else s[epoch_index]
+    return lam, r.edge.lr(lam), e
+
+
+def _opt(r: _Run) -> str:
+    """The optimizer in words, for the stability sentences."""
     st = r.v.setup
-    return lam, stability_lr(lam, st.get("optimizer", "sgd"), st.get("momentum", 0.0),
-                             bool(st.get("nesterov", False))), e
+    opt = st.get("optimizer", "sgd") or "sgd"
+    if opt in ADAPTIVE:
+        return {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
+                "adagrad": "Adagrad"}[opt]
+    m = float(st.get("momentum") or 0.0)
+    if m > 0:
+        return ("Nesterov" if st.get("nesterov") or opt == "nesterov" else "heavy-ball") + \
+            f" momentum {m:g}"
+    return "gradient descent"
 
 
 def _plateau(r: _Run) -> tuple[int, int] | None:
@@ -333,9 +488,9 @@ def _since(series: list[tuple[int, float]], level: float) -> int | None:
 
 
 def diverged(v: RunView) -> Finding | None:
-    if v.status != "diverged":
-        return None
     r = _Run.of(v)
+    if v.status != "diverged":
+        return _blown_up(r) if v.status == "ok" and r.blew_up() else None
     losses = _clean(v.history.get("train_loss"))
     start = losses[0] if losses else None
     last = losses[-1] if losses else None
@@ -349,24 +504,46 @@ def diverged(v: RunView) -> Finding | None:
     if lam is not None and lim is not None and r.lr is not None:
         ev.update(sharpness_init=_r(lam), stability_lr=_r(lim), lr_over_stability=_r(r.lr / lim))
         if r.lr > lim:
-            text += (f"At epoch {e} the sharpest curvature of the loss (top Hessian eigenvalue) "
-                     f"was {lam:.3g}, so gradient descent is stable only for lr below "
-                     f"2/{lam:.3g} = {lim:.3g}; lr {r.lr:g} is {r.lr / lim:.3g}x that. Along "
+            text += (f"At epoch {e} {r.edge.what} was {lam:.3g}, so {_opt(r)} is stable only "
+                     f"for lr below {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.3g}x "
+                     "that. Along "
                      "that direction every step overshoots the minimum by more than the "
                      "distance it had, so the error grows geometrically until the run is "
                      "stopped. This is divergence, not a wrong gradient.")
         else:
-            peak = max(r.series("sharpness"), key=lambda p: p[1])
+            peak = max(r.series(r.edge.quantity), key=lambda p: p[1])
             ev.update(sharpness_max=_r(peak[1]), sharpness_max_epoch=peak[0])
-            text += (f"lr {r.lr:g} was below the stability limit 2/sharpness = {lim:.3g} at "
-                     f"epoch {e}, so the instability came later: the curvature grew during "
+            text += (f"lr {r.lr:g} was below the stability limit {r.edge.formula} = {lim:.3g} "
+                     f"at epoch {e}, so the instability came later: the curvature grew during "
                      f"training (to {peak[1]:.3g} at epoch {peak[0]}, limit "
-                     f"{2 / peak[1]:.3g}) until the steps overshot.")
+                     f"{_g(r.edge.lr(peak[1]))}) until the steps overshot.")
     else:
         text += ("The steps were too large for the curvature of the loss, so each update "
                  "overshot the minimum by more than the last; the run was stopped there.")
     return Finding("diverged", ev, text.strip(),
                    summary=f"diverged in epoch {v.diverged_epoch}")
+
+
+def _blown_up(r: _Run) -> Finding:
+    """A run whose loss blew up and stayed up without reaching the engine's stop threshold."""
+    ls = r.losses()
+    tail = sorted(ls[len(ls) // 2:])
+    med = tail[len(tail) // 2]
+    ev: dict[str, Any] = {"start_loss": _r(ls[0]), "final_train_loss": _r(ls[-1]),
+                          "median_loss_last_half": _r(med), "blowup": _r(ls[-1] / ls[0]),
+                          "lr": _r(r.lr)}
+    text = (f"{r.where()} training diverged: the training loss went from {ls[0]:.3g} to "
+            f"{ls[-1]:.3g} ({ls[-1] / ls[0]:.2g}x its start) and stayed up (median "
+            f"{med:.3g} over the second half), bounded only because the units saturated. ")
+    lam, lim, e = _stability(r)
+    if lam is not None and lim is not None and r.lr is not None:
+        ev.update(sharpness_init=_r(lam), stability_lr=_r(lim), lr_over_stability=_r(r.lr / lim))
+        if r.lr > lim:
+            text += (f"At epoch {e} {r.edge.what} was {lam:.3g}, so {_opt(r)} is stable only "
+                     f"for lr below {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.3g}x "
+                     "that: every step overshoots along the sharpest direction. ")
+    text += "A smaller lr (below the stability limit) trains."
+    return Finding("diverged", ev, text.strip(), summary=f"loss up {ls[-1] / ls[0]:.2g}x")
 
 
 def dead_relu(v: RunView) -> Finding | None:
@@ -424,8 +601,8 @@ def dead_relu(v: RunView) -> Finding | None:
     lam, lim, _ = _stability(r)
     if lim is not None and r.lr is not None and r.lr < lim:
         ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
-        text += (f"It is not overshooting in the usual sense: the sharpest curvature at the "
-                 f"start was {lam:.3g}, so steps are stable up to lr 2/{lam:.3g} = {lim:.3g}. ")
+        text += (f"It is not overshooting in the usual sense: at the start {r.edge.what} was "
+                 f"{lam:.3g}, so steps are stable up to lr {r.edge.rule(lam, lim)}. ")
     acc = r.last("val_acc") if r.last("val_acc") is not None else r.last("train_acc")
     major = r.last("majority_share")
     top = r.last("top_class_share")
@@ -540,11 +717,24 @@ def collapsed(v: RunView) -> Finding | None:
     acc = train_acc if train_acc is not None else val_acc
     loss = r.last("train_loss")
     ev: dict[str, Any] = {"lr": _r(r.lr)}
+    spread_end = r.last("output_spread")
+    flat_out = spread_end is not None and spread_end < FLAT_SPREAD
+    primary = True
     if top is not None and major is not None:
-        if top < COLLAPSE_SHARE or acc is None or acc > major + COLLAPSE_ACC_MARGIN:
+        one_answer = top >= COLLAPSE_SHARE and acc is not None and \
+            acc <= major + COLLAPSE_ACC_MARGIN
+        if not one_answer and not (flat_out and not r.learned()):
             return None
+        # one answer for every input: the cause when the output ignores the input (a flat
+        # start) or training drove it there; a net that never moved from an init that
+        # happens to favour one class is `slow`, with this as a note
+        primary = flat_out or (r.drop() or 0.0) >= LEARN_MIN_DROP
         ev.update(top_class_share=_r(top), majority_share=_r(major))
-        text = (f"{r.where()} the net predicts one class for {_pct(top)} of the inputs. ")
+        text = (f"{r.where()} the net predicts one class for {_pct(top)} of the inputs. "
+                if top >= COLLAPSE_SHARE else
+                f"{r.where()} the net gives every input nearly the same answer (its most "
+                f"predicted class covers {_pct(top)} of the inputs only because tiny "
+                "differences decide the argmax). ")
     else:  # no probes: the loss of the uniform guess
         c = v.n_classes
         if v.setup.get("output", "softmax") != "softmax" or c < 2 or loss is None \
@@ -564,9 +754,13 @@ def collapsed(v: RunView) -> Finding | None:
     ev["final_train_loss"] = _r(loss)
     shown = val_acc if val_acc is not None else train_acc
     which = "validation" if val_acc is not None else "training"
-    if shown is not None and major is not None:
+    if shown is not None and major is not None and shown <= major + COLLAPSE_ACC_MARGIN:
         text += (f"Its {which} accuracy {shown:.2f} is what always answering one class scores "
                  f"(the most common class is {_pct(major)} of the data). ")
+    elif shown is not None and major is not None:
+        text += (f"Its {which} accuracy {shown:.2f} (always answering the most common class "
+                 f"scores {major:.2f}) comes from output differences too small to matter: "
+                 "the probabilities it gives are nearly the same for every input. ")
     elif shown is not None and v.n_classes:
         text += (f"Its {which} accuracy {shown:.2f} is no better than guessing among "
                  f"{v.n_classes} classes (1/{v.n_classes} = {1 / v.n_classes:.2f}). Record the "
@@ -587,7 +781,7 @@ def collapsed(v: RunView) -> Finding | None:
     elif spread is not None:
         text += ("The output still varies with the input, but the differences never favour "
                  "another class: the net settled on the majority answer.")
-    return Finding("collapsed", ev, text.strip(),
+    return Finding("collapsed", ev, text.strip(), primary=primary,
                    summary=f"predicts one class for {_pct(top)} of inputs" if top is not None
                    else "predicts one class")
 
@@ -637,21 +831,31 @@ def oscillating(v: RunView) -> Finding | None:
     med = sorted(tail)[len(tail) // 2]
     ups = [b - a for a, b in zip(tail, tail[1:]) if b - a > OSCILLATION_MIN_REL * max(med, 1e-12)]
     share = len(ups) / (len(tail) - 1)
-    if share < OSCILLATION_MIN_SHARE:
+    rise = r.late_rise()
+    if share < OSCILLATION_MIN_SHARE and rise is None:
         return None
     ev: dict[str, Any] = {"rises_share": round(share, 3), "median_loss": _r(med),
-                          "largest_rise": _r(max(ups)), "lr": _r(r.lr)}
-    text = (f"{r.where()} the training loss kept jumping up between epochs ({share:.0%} of the "
-            f"epoch-to-epoch changes in the second half were rises of more than "
-            f"{OSCILLATION_MIN_REL:.0%} of its median {med:.3g}, the largest {max(ups):.3g}): "
-            "the steps bounce across the valley instead of settling. ")
-    s = r.series("sharpness")
+                          "largest_rise": _r(max(ups, default=0.0)), "lr": _r(r.lr)}
+    if share >= OSCILLATION_MIN_SHARE:
+        text = (f"{r.where()} the training loss kept jumping up between epochs ({share:.0%} of "
+                f"the epoch-to-epoch changes in the second half were rises of more than "
+                f"{OSCILLATION_MIN_REL:.0%} of its median {med:.3g}, the largest "
+                f"{max(ups):.3g}): the steps bounce across the valley instead of settling. ")
+        summary = f"loss rises in {share:.0%} of late epochs"
+    else:
+        lo, end, k = rise  # type: ignore[misc]
+        ev.update(late_rise=_r(end / lo - 1), late_rise_from=_r(lo), late_rise_epochs=k)
+        text = (f"{r.where()} the training loss rose at the end instead of levelling off: from "
+                f"{lo:.3g} to {end:.3g} ({_pct(end / lo - 1)} up) within the last {k} epochs. "
+                "The steps are pushing the weights out of the valley they had reached. ")
+        summary = f"loss up {_pct(end / lo - 1)} in the last {k} epochs"
+    s = r.series(r.edge.quantity)
     if s and r.lr is not None:
         lam, lim, e = _stability(r, -1)
         if lim is not None:
             ev.update(sharpness_last=_r(lam), stability_lr_last=_r(lim))
-            text += (f"At epoch {e} the top curvature was {lam:.3g}, so the stability limit "
-                     f"2/sharpness is {lim:.3g}; lr {r.lr:g} is {r.lr / lim:.2g}x that")
+            text += (f"At epoch {e} {r.edge.what} was {lam:.3g}, so the stability limit "
+                     f"is {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.2g}x that")
             if r.lr > lim:
                 text += ": the steps overshoot along the sharpest direction. "
             else:
@@ -661,27 +865,45 @@ def oscillating(v: RunView) -> Finding | None:
                             "each step follows one minibatch's gradient, ")
                          + "and at this lr those steps are long. ")
     text += "A smaller lr, or a decaying schedule, lets it settle."
-    return Finding("oscillating", ev, text.strip(),
-                   summary=f"loss rises in {share:.0%} of late epochs")
+    return Finding("oscillating", ev, text.strip(), summary=summary)
 
 
 def overfitting(v: RunView) -> Finding | None:
+    """The one definition of overfitting (the report's overfitting table reads this label): a
+    run that fitted its training set (`_Run.fitted`: it never counts for a run that did not
+    learn) and either (a) whose validation loss rose (see OVERFIT_MIN_EPOCHS) while its training
+    loss kept falling, with a train-val accuracy gap, or (b) whose validation accuracy is no
+    better than the majority-class baseline while its training accuracy is (it memorised)."""
     if v.status != "ok":
         return None
     r = _Run.of(v)
-    val = r.series("val_loss")
-    tr = dict(r.series("train_loss"))
-    if len(val) < OVERFIT_MIN_EPOCHS + 2:
-        return None
-    best_e, best = min(val, key=lambda p: p[1])
-    last_e, last = val[-1]
-    if last_e - best_e < OVERFIT_MIN_EPOCHS or best <= 0 or last < best * (1 + OVERFIT_RISE):
-        return None
-    if best_e not in tr or last_e not in tr or not tr[last_e] < tr[best_e]:
+    if not r.fitted():
         return None
     ta, va = r.last("train_acc"), r.last("val_acc")
     if ta is None or va is None or ta - va < OVERFIT_ACC_GAP:
         return None
+    val = r.series("val_loss")
+    tr = dict(r.series("train_loss"))
+    if len(val) < 2:
+        return None
+    best_e, best = min(val, key=lambda p: p[1])
+    last_e, last = val[-1]
+    rose = (last_e - best_e >= OVERFIT_MIN_EPOCHS and best > 0 and
+            last >= best * (1 + OVERFIT_RISE) and best_e in tr and last_e in tr and
+            tr[last_e] < tr[best_e])
+    if not rose:
+        if r.beats(va):
+            return None
+        base = r.baseline()
+        ev0 = {"train_acc": _r(ta), "val_acc": _r(va), "acc_gap": _r(ta - va),
+               "baseline_acc": _r(base), "final_val_loss": _r(last), "lr": _r(r.lr)}
+        text = (f"{r.where()} the net fits its training set (train accuracy {ta:.2f}) but its "
+                f"validation accuracy {va:.2f} is no better than always answering the most "
+                f"common class ({base:.2f}): it memorised the training samples and learned "
+                "nothing that carries over to new ones. More data, a smaller net or "
+                "regularisation (weight decay) would generalise better; if the labels carry no "
+                "signal, nothing will.")
+        return Finding("overfitting", ev0, text, summary=f"train acc {ta:.2f}, val {va:.2f}")
     ev = {"best_val_epoch": best_e, "best_val_loss": _r(best), "final_val_loss": _r(last),
           "val_loss_rise": _r(last / best - 1), "train_loss_at_best": _r(tr[best_e]),
           "final_train_loss": _r(tr[last_e]), "train_acc": _r(ta), "val_acc": _r(va),
@@ -718,8 +940,17 @@ def slow(v: RunView) -> Finding | None:
         text += _spike_text(r, ev)
         return Finding("slow", ev, text, summary=f"still improving ({_pct(tail)} over the last "
                        f"{k} epochs)")
-    if d >= LEARN_MIN_DROP:
+    if r.learned() or r.fitted() or r.late_rise() is not None:
         return None
+    if d >= LEARN_MIN_DROP:  # the loss fell, but the accuracy stayed at the baseline
+        acc, base = r.acc(), r.baseline()
+        ev.update(final_acc=_r(acc), baseline_acc=_r(base))
+        text = (f"{r.where()} the loss fell from {losses[0]:.4g} to {end:.4g} ({_pct(d)} lower) "
+                f"but the accuracy {_g(acc)} is no better than always answering the most "
+                f"common class ({_g(base)}): the net has not learned to tell the classes apart. "
+                "Longer training or a larger lr may get it there; if the labels carry no "
+                "signal (random labels), nothing will.")
+        return Finding("slow", ev, text, summary=f"accuracy {_g(acc)} at the baseline")
     text = (f"{r.where()} training made almost no progress: the loss went from {losses[0]:.4g} "
             f"to {end:.4g} ({_pct(d)} lower) in {len(losses) - 1} epochs. ")
     upd = [x for _, x in r.series("update_ratio_l1")]
@@ -759,28 +990,24 @@ def _spike_text(r: _Run, ev: dict[str, Any]) -> str:
             "start) and recovered.")
     lam, lim, e = _stability(r)
     lr = r.lr
-    st = r.v.setup
-
-    def limit(x: float) -> float | None:
-        return stability_lr(x, st.get("optimizer", "sgd"), st.get("momentum", 0.0),
-                            bool(st.get("nesterov")))
+    limit, q = r.edge.lr, r.edge.quantity
 
     gradcheck = (" A wrong gradient would not heal itself like this (`lrlab gradcheck` checks a "
                  "hand-written one).")
     if lam is not None:
         ev.update(sharpness_init=_r(lam), stability_lr=_r(lim))
     if lim is not None and lr is not None and lr > lim:
-        text += (f" That is not a wrong gradient: at the start the sharpest curvature of the "
-                 f"loss was {lam:.3g}, so steps are stable only for lr below 2/{lam:.3g} = "
-                 f"{lim:.3g}, and lr {lr:g} is {lr / lim:.2g}x that, so the first steps "
-                 "overshot along that direction. ")
-        later = [(ep, x) for ep, x in r.series("sharpness") if ep > e_spike]
+        text += (f" That is not a wrong gradient: at the start {r.edge.what} was {lam:.3g}, "
+                 f"so steps are stable only for lr below {r.edge.rule(lam, lim)}, and lr "
+                 f"{lr:g} is {lr / lim:.2g}x that, so the first steps overshot along that "
+                 "direction. ")
+        later = [(ep, x) for ep, x in r.series(q) if ep > e_spike]
         flat = [(ep, x) for ep, x in later if (m := limit(x)) is None or m > lr]
         if flat:
             e2, lam2 = flat[0]
             ev.update(sharpness_after=_r(lam2), sharpness_after_epoch=e2)
             text += (f"That threw the weights to a flatter region (sharpness {lam2:.3g} at "
-                     f"epoch {e2}, limit {2 / lam2 if lam2 > 0 else math.inf:.3g}) where the same "
+                     f"epoch {e2}, limit {_g(limit(lam2))}) where the same "
                      "lr is stable, so the run recovered (a 'catapult').")
         elif later:
             e2, lam2 = later[0]
@@ -790,7 +1017,7 @@ def _spike_text(r: _Run, ev: dict[str, Any]) -> str:
                      "picture only holds near one point, and the overshoot moved the weights "
                      "far from the start.")
         return text + gradcheck
-    over = [(ep, x) for ep, x in r.series("sharpness")
+    over = [(ep, x) for ep, x in r.series(q)
             if lr is not None and ep <= e_spike and (m := limit(x)) is not None and m < lr]
     steps = [(ep, x, lay) for lay in r.layers("update_ratio")
              for ep, x in r.series(f"update_ratio_l{lay}") if ep <= e_spike]
@@ -799,13 +1026,13 @@ def _spike_text(r: _Run, ev: dict[str, Any]) -> str:
         e2, lam2 = over[-1]
         ev.update(sharpness_over_epoch=e2, sharpness_over=_r(lam2))
         text += (f" The curvature had grown during training (sharpness {lam2:.3g} at epoch {e2}, "
-                 f"so the stability limit was {2 / lam2:.3g}, below lr {lr:g}): the run was at "
+                 f"so the stability limit was {_g(limit(lam2))}, below lr {lr:g}): the run was at "
                  "the edge of stability, where such spikes happen and heal themselves.")
     elif big is not None and big[1] >= BIG_UPDATE:
         ev.update(update_ratio_max_before_spike=_r(big[1]), update_ratio_max_layer=big[2])
         text += (f" The steps before it were large: in epoch {big[0]} the update changed layer "
                  f"{big[2]}'s weights by {_pct(big[1])} of their size")
-        last = [(ep, x) for ep, x in r.series("sharpness") if ep <= e_spike]
+        last = [(ep, x) for ep, x in r.series(q) if ep <= e_spike]
         lim_b = limit(last[-1][1]) if last else None
         if last and lim_b is not None:
             ev.update(sharpness_before_spike=_r(last[-1][1]), sharpness_before_epoch=last[-1][0])
@@ -825,19 +1052,24 @@ def converged(v: RunView) -> Finding | None:
         return None
     r = _Run.of(v)
     losses = r.losses()
-    if len(losses) < 2 or not r.learned():
+    if len(losses) < 2 or not r.learned() or r.late_rise() is not None:
         return None
     val_acc = r.last("val_acc")
-    acc = val_acc if val_acc is not None else r.last("train_acc")
+    acc = r.acc()
+    base = r.baseline()
     ev: dict[str, Any] = {"start_loss": _r(losses[0]), "final_train_loss": _r(losses[-1]),
                           "loss_drop": _r(r.drop()), "lr": _r(r.lr)}
     if r.last("val_loss") is not None:
         ev["final_val_loss"] = _r(r.last("val_loss"))
     if acc is not None:
         ev["final_acc"] = _r(acc)
+    if acc is not None and base is not None:
+        ev["baseline_acc"] = _r(base)
     which = "validation accuracy" if val_acc is not None else "accuracy"
     text = (f"{r.where()} the loss fell from {losses[0]:.3g} to {losses[-1]:.3g} and levelled "
-            "off" + (f"; {which} {acc:.3f}." if acc is not None else "."))
+            "off" + (f"; {which} {acc:.3f}" if acc is not None else "")
+            + (f" (always answering the most common class scores {base:.2f})."
+               if acc is not None and base is not None else "."))
     text += (" " + _plateau_text(r, ev)).rstrip()
     text += _spike_text(r, ev)
     return Finding("converged", ev, text, summary="converged")
@@ -880,6 +1112,8 @@ def judge(v: RunView) -> Verdict:
             f"{_pct(r.drop() or 0)} over {len(r.epochs)} records)."))
     if primary.label != "converged":
         found.pop("converged", None)
+    if primary.label in FAILURES:
+        found.pop("overfitting", None)  # a run that never learned cannot overfit
     if "slow" in found and (primary.label == "oscillating" or (
             primary.label in FAILURES and not found["slow"].evidence.get("still_improving"))):
         found.pop("slow")  # a bouncing loss's trend, or "no progress" the primary explains
@@ -901,19 +1135,17 @@ def judge_all(views: Sequence[RunView]) -> dict[int, Verdict]:
 
 # ----------------------------------------------------------------------------- recommendation
 
-GOOD_LABELS = ("converged", "overfitting")
-"""Labels that count as *converged* for the recommended lr range: the training loss fell and
-levelled off (an overfitting run trained; its validation loss is judged by the best-lr
-choice)."""
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """`best_lr`: validation-based choice (None when no lr trained for most seeds);
-    `lr_range`: (lowest, highest) lr at which every seed converged (else where most seeds
-    did; None when no lr managed that); `at_edge`: the best lr is the smallest or largest one
-    swept; `converged_share` / `learned_share`: per lr, the share of seeds that converged /
-    whose training loss fell by at least LEARN_MIN_DROP."""
+    """`best_lr`: the choice by `metric` (None when no lr trained for most seeds);
+    `lr_ranges`: every maximal run of consecutive swept lrs at which every seed converged
+    (label `converged`; `overfitting` does not count), lowest first; `lr_range`: the widest of
+    them (by lr ratio, then by the number of lrs; None when there is none); `at_edge`: the best
+    lr is the smallest or largest one swept; `converged_share` / `learned_share`: per lr, the
+    share of seeds that converged / learned (`_Run.learned`); `best_by`: the best lr by each
+    of the loss and the accuracy (they may disagree; `disagree` says so)."""
 
     best_lr: float | None
     lr_range: tuple[float, float] | None
@@ -922,6 +1154,9 @@ class Recommendation:
     text: str
     converged_share: dict[float, float] = field(default_factory=dict)
     learned_share: dict[float, float] = field(default_factory=dict)
+    lr_ranges: list[tuple[float, float]] = field(default_factory=list)
+    best_by: dict[str, float | None] = field(default_factory=dict)
+    disagree: bool = False
 
 
 def _learned(v: RunView) -> bool:
@@ -930,16 +1165,52 @@ def _learned(v: RunView) -> bool:
     return _Run.of(v).learned()
 
 
-def recommend(views: Sequence[RunView], verdicts: Mapping[int, Verdict]) -> Recommendation:
+def converged_ranges(lrs: Sequence[float], share: Mapping[float, float]
+                     ) -> list[tuple[float, float]]:
+    """The maximal runs of consecutive lrs (in the sorted swept order) whose converged share
+    is 1: (lowest, highest) each, lowest first."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    prev: float | None = None
+    for lr in sorted(lrs):
+        if share.get(lr, 0.0) >= 1.0:
+            start = lr if start is None else start
+        elif start is not None:
+            out.append((start, prev))  # type: ignore[arg-type]
+            start = None
+        prev = lr
+    if start is not None:
+        out.append((start, prev))  # type: ignore[arg-type]
+    return out
+
+
+def _widest(ranges: Sequence[tuple[float, float]], lrs: Sequence[float]
+            ) -> tuple[float, float] | None:
+    if not ranges:
+        return None
+    return max(ranges, key=lambda r: (r[1] / r[0] if r[0] > 0 else math.inf,
+                                      sum(r[0] <= x <= r[1] for x in lrs)))
+
+
+def _fmt_range(r: tuple[float, float]) -> str:
+    return f"lr {r[0]:g}" if r[0] == r[1] else f"lr in [{r[0]:g}, {r[1]:g}]"
+
+
+def recommend(views: Sequence[RunView], verdicts: Mapping[int, Verdict],
+              select: str = "val_loss") -> Recommendation:
     """Validation-based selection over a group of runs that differ only in lr (and seed).
 
-    The best lr has the lowest median final validation loss over its seeds (training loss
-    without a validation set; a diverged seed counts as infinitely bad), among the lrs at
-    which most seeds learned (a median over seeds that mostly never moved compares constant
-    guesses, not learning rates). The range is where every seed converged, else where most
-    did. A best lr at the smallest or largest lr swept gets a warning: the optimum may lie
-    outside the range.
+    The best lr has the best median final value of `select` over its seeds (`val_loss`: the
+    lowest validation loss; `val_acc`: the highest validation accuracy; the training loss or
+    accuracy without a validation set; a diverged seed counts as infinitely bad), among the
+    lrs at which most seeds learned (a median over seeds that mostly never moved compares
+    constant guesses, not learning rates). The best lr by the other metric is reported too,
+    and the text says when the two disagree. The ranges are the runs of consecutive swept lrs
+    where every seed converged. A best lr at the smallest or largest lr swept gets a warning:
+    the optimum may lie outside the range.
     """
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}; got {select!r}")
     by_lr: dict[float, list[RunView]] = {}
     for v in views:
         lr = v.swept.get("lr")
@@ -948,20 +1219,23 @@ def recommend(views: Sequence[RunView], verdicts: Mapping[int, Verdict]) -> Reco
     if not by_lr:
         return Recommendation(None, None, "", False, "No learning rate axis was swept.")
     has_val = any(_clean(v.history.get("val_loss")) for v in views)
-    metric = "val_loss" if has_val else "train_loss"
+    pre = "val" if has_val else "train"
     what = "validation" if has_val else "training"
+    loss_key, acc_key = f"{pre}_loss", f"{pre}_acc"
+    has_acc = any(_clean(v.history.get(acc_key)) for v in views)
+    metric = loss_key if select == "val_loss" or not has_acc else acc_key
 
     def median(xs: list[float]) -> float:
         xs = sorted(xs)
         return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
 
-    scores, accs, conv, learned = {}, {}, {}, {}
+    losses, accs, conv, learned = {}, {}, {}, {}
     for lr, vs in by_lr.items():
-        scores[lr] = median([(_clean(v.history.get(metric)) or [math.inf])[-1]
+        losses[lr] = median([(_clean(v.history.get(loss_key)) or [math.inf])[-1]
                              if v.status == "ok" else math.inf for v in vs])
-        accs[lr] = median([(_clean(v.history.get("val_acc" if has_val else "train_acc"))
-                            or [0.0])[-1] if v.status == "ok" else 0.0 for v in vs])
-        conv[lr] = sum(verdicts[v.member].label in GOOD_LABELS for v in vs) / len(vs)
+        accs[lr] = median([(_clean(v.history.get(acc_key)) or [0.0])[-1]
+                           if v.status == "ok" else 0.0 for v in vs])
+        conv[lr] = sum(verdicts[v.member].label == "converged" for v in vs) / len(vs)
         learned[lr] = sum(_learned(v) for v in vs) / len(vs)
     lrs = sorted(by_lr)
     n = len(by_lr[lrs[0]])
@@ -970,37 +1244,54 @@ def recommend(views: Sequence[RunView], verdicts: Mapping[int, Verdict]) -> Reco
     def frac(share: float, k: int) -> str:
         return f"{round(share * k)}/{k}"
 
-    every = [lr for lr in lrs if conv[lr] == 1.0]
-    most = [lr for lr in lrs if conv[lr] > 0.5]
-    rng = (min(every), max(every)) if every else (min(most), max(most)) if most else None
-    cands = {lr: scores[lr] for lr in lrs if learned[lr] > 0.5 and math.isfinite(scores[lr])}
-    if cands:
-        best: float | None = min(cands, key=lambda lr: cands[lr])
+    ranges = converged_ranges(lrs, conv)
+    rng = _widest(ranges, lrs)
+    ok = [lr for lr in lrs if learned[lr] > 0.5 and math.isfinite(losses[lr])]
+    # ties go to the smaller lr (the more conservative choice)
+    by_loss = min(ok, key=lambda lr: (losses[lr], lr)) if ok else None
+    by_acc = max(ok, key=lambda lr: (accs[lr], -lr)) if ok and has_acc else None
+    best = by_acc if metric == acc_key else by_loss
+    best_by = {loss_key: by_loss, acc_key: by_acc} if has_acc else {loss_key: by_loss}
+    disagree = by_loss is not None and by_acc is not None and by_loss != by_acc
+    if best is not None:
         k = len(by_lr[best])
-        text = (f"Best lr {best:g}: the lowest median final {what} loss over {seeds} "
-                f"({cands[best]:.4g}, median {what} accuracy {accs[best]:.3f}; "
-                f"{frac(learned[best], k)} seeds learned, {frac(conv[best], k)} converged).")
+        crit = (f"the lowest median final {what} loss" if metric == loss_key
+                else f"the highest median final {what} accuracy")
+        text = (f"Best lr {best:g} by {crit} over {seeds} ({what} loss {losses[best]:.4g}"
+                + (f", accuracy {accs[best]:.3f}" if has_acc else "")
+                + f"; {frac(learned[best], k)} seeds learned, {frac(conv[best], k)} converged).")
+        if disagree:
+            other = by_acc if metric == loss_key else by_loss
+            oname = f"{what} accuracy" if metric == loss_key else f"{what} loss"
+            text += (f" By {oname} the best lr is {other:g} instead ({what} loss "
+                     f"{losses[other]:.4g}, accuracy {accs[other]:.3f}): the two metrics "
+                     "disagree; `--select val_acc` or `--select val_loss` chooses by the "
+                     "other.")
         at_edge = len(lrs) > 1 and best in (lrs[0], lrs[-1])
     else:
-        best, at_edge = None, False
+        at_edge = False
         tried = [lr for lr in lrs if learned[lr] > 0]
         text = f"No lr trained for most of its {seeds}."
         if tried:
             text += " Seeds that learned: " + ", ".join(
                 f"lr {lr:g} {frac(learned[lr], len(by_lr[lr]))}" for lr in tried) + "."
-            top = max(tried, key=lambda lr: (learned[lr], -scores[lr]))
+            top = max(tried, key=lambda lr: (learned[lr], -losses[lr]))
             at_edge = len(lrs) > 1 and top in (lrs[0], lrs[-1])
             if at_edge:
                 side = "smallest" if top == lrs[0] else "largest"
                 text += (f" The most successful lr ({top:g}) is the {side} one swept: extend "
                          "the sweep in that direction.")
-    if every:
-        text += f" Every seed converged for lr in [{rng[0]:g}, {rng[1]:g}]."
-    elif most:
-        text += (f" No lr converged for every seed; most seeds converged for lr in "
-                 f"[{rng[0]:g}, {rng[1]:g}].")
-    elif best is not None:
-        text += " No lr converged for most seeds within the epochs given."
+    if ranges:
+        text += " Every seed converged for " + " and ".join(map(_fmt_range, ranges)) + "."
+        if best is not None and not any(a <= best <= b for a, b in ranges):
+            text += f" The best lr {best:g} is not among them: not every seed converged there."
+    else:
+        most = [lr for lr in lrs if conv[lr] > 0.5]
+        if most:
+            text += (" No lr converged for every seed; most seeds converged at lr "
+                     + ", ".join(f"{lr:g}" for lr in most) + ".")
+        elif best is not None:
+            text += " No lr converged for most seeds within the epochs given."
     if best is not None and at_edge:
         side = "smallest" if best == lrs[0] else "largest"
         text += (f" Warning: the best lr is the {side} one swept; the optimum may lie outside "
@@ -1010,4 +1301,5 @@ def recommend(views: Sequence[RunView], verdicts: Mapping[int, Verdict]) -> Reco
         text += (f" {stuck} of {len(views)} runs ended predicting one class or with a dead "
                  "layer: here the initialisation (or input scaling) matters more than the lr "
                  "(`lrlab explain` says why).")
-    return Recommendation(best, rng, metric, at_edge, text, conv, learned)
+    return Recommendation(best, rng, metric, at_edge, text, conv, learned, ranges, best_by,
+                          disagree)

@@ -73,6 +73,8 @@ def run(
     device: Annotated[str | None, typer.Option(help="cpu|cuda")] = None,
     max_members: Annotated[int | None, typer.Option(help=MAX_MEMBERS_HELP)] = None,
     max_memory_gb: Annotated[float | None, typer.Option(help=MAX_MEMORY_HELP)] = None,
+    select: Annotated[str | None, typer.Option(help="val_loss|val_acc: what the recommended "
+                                               "lr is chosen by")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="experiment folder "
                                                  "(default runs/NAME)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the lrlab result in --out (only "
@@ -83,7 +85,8 @@ def run(
     from lrlab import recipes
 
     try:
-        run_keys = {"device": device, "max_members": max_members, "max_memory_gb": max_memory_gb}
+        run_keys = {"device": device, "max_members": max_members, "max_memory_gb": max_memory_gb,
+                    "select": select}
         extra = {"run": {k: v for k, v in run_keys.items() if v is not None}}
         # validate everything before --overwrite deletes anything
         recipes.spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
