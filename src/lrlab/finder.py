@@ -672,7 +672,7 @@ class FindResult:
                          "median (seed range)")
             lines.append(f"  {'lr':<9} " + "".join(f"{m:<26}" for m in metrics) + "from")
             for c in rec.evidence["candidates"]:
-                cells = "".join(f"{_cell(c[m]):<26}" for m in metrics)
+                cells = "".join(f"{cell(c[m]):<26}" for m in metrics)
                 div = f"  {c['diverged']}/{c['seeds']} diverged" if c["diverged"] else ""
                 mark = ("  <- use" if c["lr"] == rec.lr else
                         "  tie" if c["lr"] in rec.evidence.get("tied_with", []) else
@@ -727,7 +727,8 @@ def check_out_dir(d: Path, overwrite: bool, key: str = "--out") -> None:
                          "find.png and report.html there")
 
 
-def _cell(v: dict[str, float | None] | None) -> str:
+def cell(v: dict[str, float | None] | None) -> str:
+    """A candidate's metric as median (min..max) over seeds; a dash when none finished."""
     if v is None or v["median"] is None:
         return "-"
     return f"{fmt(v['median'])} ({fmt(v['min'])}..{fmt(v['max'])})"
