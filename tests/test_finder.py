@@ -126,6 +126,13 @@ def test_clearly_better_is_complete_separation_of_the_seeds():
             assert finder.clearly_better(list(a), list(b), lower) == want
     assert not finder.clearly_better([0.9, 0.9], [0.9, 0.9], False)  # equal: no winner
     assert not finder.clearly_better([], [1.0], True)
+    # the chance of a separation between equals, counted over every ordering of 3 + 2 seeds
+    import itertools
+
+    hits = sum(finder.clearly_better(list(p[:3]), list(p[3:]), True)
+               or finder.clearly_better(list(p[3:]), list(p[:3]), True)
+               for p in itertools.permutations(range(5)))
+    assert finder.separation_chance(3, 2) == pytest.approx(hits / 120)
 
 
 def test_nice_is_the_nearest_one_two_five_number():
@@ -155,7 +162,10 @@ def test_recommend_a_clear_winner_wins_even_when_higher():
             _row("c", 1.0, 0.3, _around(0.20))]
     rec = finder.Check("val_loss", 5, rows).recommend()
     assert (rec.lr, rec.rule) == (0.3, "clear") and rec.evidence["decided_by"] == ["val_loss"]
-    assert rec.evidence["tied_with"] == []
+    assert rec.evidence["tied_with"] == [] and "more seeds" not in rec.text
+    two = finder.Check("val_loss", 5, [_row("a", 1.0, 0.1, [0.5, 0.6]),
+                                       _row("b", 1.0, 0.3, [0.2, 0.3])]).recommend()
+    assert (two.lr, two.rule) == (0.3, "clear") and "33% of the time" in two.text
     # a higher lr whose seeds scatter (one diverged, one at 2.0) is beaten by no one and
     # beats no one: a tie, which the lower lr takes
     rows.append(_row("d", 1.0, 1.0, [0.1, None, 0.2, 2.0, 0.3]))

@@ -357,6 +357,16 @@ def clearly_better(a: Sequence[float], b: Sequence[float], lower: bool) -> bool:
     return max(a) < min(b) if lower else min(a) > max(b)
 
 
+def separation_chance(n: int, m: int) -> float:
+    """How often `clearly_better` picks a side (either way) between n and m seeds of one and
+    the same distribution: 2 / C(n+m, n) (no ties).
+
+    >>> round(separation_chance(5, 5), 4), separation_chance(1, 1)
+    (0.0079, 1.0)
+    """
+    return min(1.0, 2 / math.comb(n + m, n)) if n and m else 1.0
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """The lr to use after the check: `rule` is "clear" (one candidate no other beat), "tie"
@@ -467,9 +477,14 @@ class Check:
                                                 if k != "lrs"}} for c in conflicts
                   if set(c["lrs"]) <= set(unbeaten)]}
         where = " and ".join(metrics)
+        n = base["seeds"]
+        ev["chance_separation"] = separation_chance(n, n)
         if len(unbeaten) == 1:
             text = (f"lr {fmt(lr)} is the one candidate no other beat beyond the seed range on "
                     f"{where} (it won on {', '.join(won_on) or where})")
+            if ev["chance_separation"] > 0.05:
+                text += (f"; with {n} seed{'s' * (n > 1)} two equal lrs separate this way "
+                         f"{ev['chance_separation']:.0%} of the time: use more seeds")
             return Recommendation(lr, "clear", text, ev)
         others = ", ".join(fmt(x) for x in unbeaten if x != lr)
         text = (f"lr {fmt(lr)} and {others} end within each other's seed range on "
