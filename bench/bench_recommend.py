@@ -15,7 +15,9 @@ SGD, batch 32. A user wants an lr for 20 epochs of training.
   independent judge: mean validation accuracy over those seeds.
 
 Printed per finder: the standard deviation of log10(lr) over the 10 finds, the median lr,
-the mean and median over finds of the 20-epoch validation accuracy, and seconds per find.
+the mean and median over finds of the 20-epoch validation accuracy, and seconds per find;
+and, as the ceiling, the best mean accuracy any lr of a 1-2-5 grid from 1e-4 to 1 reaches
+under the same judge.
 Targets (issue 14 part 5): lrlab's std of log10 <= 0.15 and mean accuracy >= 0.9.
 
     PYTHONPATH=src .venv/bin/python bench/bench_recommend.py [--finds 10] [--preprocess none]
@@ -184,6 +186,11 @@ def main() -> None:
                   flush=True)
         lines.append(row("torch-lr-finder steepest gradient", lrs, accs, secs))
         lines.append(f"|   lrs: {', '.join(finder.fmt(v) for v in lrs)} | | | | | | | |")
+    grid = [m * 10.0**e for e in range(-4, 1) for m in (1, 2, 5)][:-2]  # 1e-4 .. 1
+    ceiling = {lr: judge(lr, xy) for lr in grid}
+    top = max(ceiling, key=ceiling.get)
+    lines.append(f"| ceiling: the best constant lr of the 1-2-5 grid 1e-4..1, judged alike | - | "
+                 f"{top:g} | {ceiling[top]:.3f} | | | | |")
     print(f"\n## recommended lr over {args.finds} finds (iris, stratified 25%, "
           f"{args.preprocess}, 4-50-12-3 ReLU, Keras init, SGD, batch 32); judge: "
           f"{EPOCHS} epochs of plain PyTorch SGD, {len(JUDGE_SEEDS)} seeds")

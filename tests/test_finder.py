@@ -153,6 +153,12 @@ def test_recommend_a_difference_inside_the_seed_range_is_a_tie_won_by_the_lower_
     ev = rec.evidence
     assert ev["tied_with"] == [0.3] and ev["best_median_lr"] == 0.3
     assert ev["metrics"] == ["train_loss"] and ev["decided_by"] == ["train_loss"]  # vs 0.03
+    assert "nothing was separated" not in rec.text
+    # one failed seed at each higher lr: nothing beats the lowest, and the text says so
+    rows = [_row("a", 1.0, 0.01, _around(0.9)), _row("b", 1.0, 0.03, [0.4, 0.5, 1.1, 0.4, 0.45]),
+            _row("c", 1.0, 0.1, [0.3, 0.35, 0.3, 1.1, 0.32])]
+    rec = finder.Check("val_loss", 5, rows).recommend()
+    assert (rec.lr, rec.rule) == (0.01, "tie") and "nothing was separated" in rec.text
     beaten = {c["lr"]: c["beaten_by"] for c in ev["candidates"]}
     assert beaten == {0.03: {"0.1": ["train_loss"], "0.3": ["train_loss"]}, 0.1: {}, 0.3: {}}
 

@@ -445,8 +445,9 @@ class Check:
                                 "seeds": self.rows[0].seeds if self.rows else 0,
                                 "candidates": _cand_json(cands, self.metric, self.acc_metric)}
         if not live:
-            return Recommendation(None, "none", "every check run diverged: lower start_lr "
-                                  "or the suggestions", base)
+            return Recommendation(None, "none", "every seed diverged at every candidate lr "
+                                  "(see the curve: the loss may already blow up at start_lr)",
+                                  base)
         metrics = list(next(iter(live.values()))["values"])
         base["metrics"] = metrics
         beaten: dict[float, dict[float, list[str]]] = {lr: {} for lr in cands}
@@ -489,6 +490,10 @@ class Check:
         others = ", ".join(fmt(x) for x in unbeaten if x != lr)
         text = (f"lr {fmt(lr)} and {others} end within each other's seed range on "
                 f"{where}; the lowest lr is taken (best median: {fmt(best_med)})")
+        if not won_on and lr == min(live):
+            text += ("; nothing was separated from the lowest candidate: every higher lr has a "
+                     "seed that ended as badly (often one that failed to learn), so more seeds "
+                     "or epochs, or a setup that trains more reliably, would tell")
         if ev["conflicts"]:
             text += "; " + "; ".join(
                 " and ".join(f"{'/'.join(v)} favours {k}" for k, v in c["favours"].items())
