@@ -89,19 +89,124 @@ def test_valley_matches_fastai_on_random_curves():
                              losses).lr == pytest.approx((10 ** np.linspace(-5, 0, 60))[want])
 
 
-def test_check_verdicts_name_the_direction():
-    def trio(rule, a, b, c):
-        return [finder.CheckRow(rule, f, f, v, None, 0 if v else 5, 5)
-                for f, v in zip((0.3, 1.0, 3.0), (a, b, c))]
+def _row(rule, factor, lr, losses, accs=None):
+    """A check row as check_rows builds it from each seed's final loss (None = diverged)."""
+    return finder.check_rows([(rule, factor, lr)], {lr: losses},
+                             None if accs is None else {lr: accs})[0]
 
-    rows = (trio("ok", 0.5, 0.3, 0.4) + trio("low", 0.5, 0.3, 0.2) + trio("high", 0.1, 0.3, 0.9)
-            + trio("tie", 0.301, 0.302, 0.4) + trio("noisy", 0.1, 0.3, 0.2)
-            + trio("dead", None, None, None))
-    check = finder.Check("val_loss", 3, rows)
-    v = check.verdicts()
+
+def _trio(rule, base, losses):  # bases 100x apart: each trio its own lrs
+    return [_row(rule, f, base * f, v) for f, v in zip((0.3, 1.0, 3.0), losses)]
+
+
+def _around(m, half=0.01):
+    return [m - half, m, m + half / 2, m - half / 2, m + half]  # 5 seeds, range m +- half
+
+
+def test_check_verdicts_name_the_direction():
+    rows = (_trio("ok", 1e-6, [_around(0.5), _around(0.3), _around(0.4)])
+            + _trio("low", 1e-4, [_around(0.5), _around(0.3), _around(0.2)])
+            + _trio("high", 1e-2, [_around(0.1), _around(0.3), _around(0.9)])
+            # x3's median is 3% lower, but inside x1's seed range: no direction
+            + _trio("tie", 1.0, [_around(0.5), _around(0.302, 0.03), _around(0.293, 0.03)])
+            + _trio("noisy", 100.0, [_around(0.1), _around(0.3), _around(0.2)])
+            + _trio("dead", 1e4, [[None] * 5] * 3))
+    v = finder.Check("val_loss", 3, rows).verdicts()
     assert v["ok"].startswith("confirmed") and "too low" in v["low"] and "too high" in v["high"]
-    assert "no clear winner" in v["tie"] and "noisy" in v["noisy"] and "diverged" in v["dead"]
-    assert check.best.rule == "high" and check.best.factor == 0.3
+    assert "no clear winner" in v["tie"] and "x3" in v["tie"]
+    assert "noisy" in v["noisy"] and "diverged" in v["dead"]
+
+
+def test_clearly_better_is_complete_separation_of_the_seeds():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = rng.normal(0, 1, 5).round(1), rng.normal(rng.uniform(-3, 3), 1, 4).round(1)
+        for lower in (True, False):
+            want = all((x < y) if lower else (x > y) for x in a for y in b)  # every pair
+            assert finder.clearly_better(list(a), list(b), lower) == want
+    assert not finder.clearly_better([0.9, 0.9], [0.9, 0.9], False)  # equal: no winner
+    assert not finder.clearly_better([], [1.0], True)
+    # the chance of a separation between equals, counted over every ordering of 3 + 2 seeds
+    import itertools
+
+    hits = sum(finder.clearly_better(list(p[:3]), list(p[3:]), True)
+               or finder.clearly_better(list(p[3:]), list(p[:3]), True)
+               for p in itertools.permutations(range(5)))
+    assert finder.separation_chance(3, 2) == pytest.approx(hits / 120)
+
+
+def test_nice_is_the_nearest_one_two_five_number():
+    series = np.array([m * 10.0**e for e in range(-9, 3) for m in (1, 2, 5)])
+    for x in 10 ** np.random.default_rng(1).uniform(-8, 1.5, 300):
+        got = finder.nice(float(x))
+        assert np.isclose(series, got, rtol=1e-12).any()
+        assert abs(math.log10(got / x)) <= np.abs(np.log10(series / x)).min() + 1e-12
+
+
+def test_recommend_a_difference_inside_the_seed_range_is_a_tie_won_by_the_lower_lr():
+    rows = [_row("valley", 1.0, 0.03, [0.60, 0.64, 0.70, 0.66, 0.62]),
+            _row("steepest", 1.0, 0.1, [0.30, 0.35, 0.40, 0.33, 0.38]),
+            # median 0.30 against 0.35: better, but inside the seed range of lr 0.1
+            _row("min10", 1.0, 0.3, [0.28, 0.31, 0.45, 0.29, 0.30])]
+    rec = finder.Check("train_loss", 5, rows).recommend()
+    assert (rec.lr, rec.rule) == (0.1, "tie") and "the lowest lr is taken" in rec.text
+    ev = rec.evidence
+    assert ev["tied_with"] == [0.3] and ev["best_median_lr"] == 0.3
+    assert ev["metrics"] == ["train_loss"] and ev["decided_by"] == ["train_loss"]  # vs 0.03
+    assert "nothing was separated" not in rec.text
+    # one failed seed at each higher lr: nothing beats the lowest, and the text says so
+    rows = [_row("a", 1.0, 0.01, _around(0.9)), _row("b", 1.0, 0.03, [0.4, 0.5, 1.1, 0.4, 0.45]),
+            _row("c", 1.0, 0.1, [0.3, 0.35, 0.3, 1.1, 0.32])]
+    rec = finder.Check("val_loss", 5, rows).recommend()
+    assert (rec.lr, rec.rule) == (0.01, "tie") and "nothing was separated" in rec.text
+    beaten = {c["lr"]: c["beaten_by"] for c in ev["candidates"]}
+    assert beaten == {0.03: {"0.1": ["train_loss"], "0.3": ["train_loss"]}, 0.1: {}, 0.3: {}}
+
+
+def test_recommend_a_clear_winner_wins_even_when_higher():
+    rows = [_row("a", 1.0, 0.03, _around(0.60)), _row("b", 1.0, 0.1, _around(0.35)),
+            _row("c", 1.0, 0.3, _around(0.20))]
+    rec = finder.Check("val_loss", 5, rows).recommend()
+    assert (rec.lr, rec.rule) == (0.3, "clear") and rec.evidence["decided_by"] == ["val_loss"]
+    assert rec.evidence["tied_with"] == [] and "more seeds" not in rec.text
+    two = finder.Check("val_loss", 5, [_row("a", 1.0, 0.1, [0.5, 0.6]),
+                                       _row("b", 1.0, 0.3, [0.2, 0.3])]).recommend()
+    assert (two.lr, two.rule) == (0.3, "clear") and "33% of the time" in two.text
+    # a higher lr whose seeds scatter (one diverged, one at 2.0) is beaten by no one and
+    # beats no one: a tie, which the lower lr takes
+    rows.append(_row("d", 1.0, 1.0, [0.1, None, 0.2, 2.0, 0.3]))
+    rec = finder.Check("val_loss", 5, rows).recommend()
+    assert (rec.lr, rec.rule) == (0.3, "tie") and rec.evidence["tied_with"] == [1.0]
+    d = rec.evidence["candidates"][-1]
+    assert d["diverged"] == 1 and d["val_loss"]["max"] == 2.0 and d["beaten_by"] == {}
+
+
+def test_recommend_accuracy_overrules_a_small_loss_gain():
+    """The issue's case: x3 has a 2.6% lower validation loss (inside the seed range) while
+    accuracy falls from 0.974 to 0.921 on every seed: the suggestion is not "too low"."""
+    lo = _row("valley", 1.0, 0.1, [0.190, 0.200, 0.205, 0.195, 0.230],
+              [0.974, 0.974, 0.947, 0.974, 0.974])
+    hi = _row("valley", 3.0, 0.3, [0.185, 0.195, 0.199, 0.180, 0.240],
+              [0.921, 0.895, 0.921, 0.921, 0.921])
+    check = finder.Check("val_loss", 20, [lo, hi])
+    rec = check.recommend()
+    assert (rec.lr, rec.rule) == (0.1, "clear")
+    assert rec.evidence["decided_by"] == ["val_acc"]
+    assert rec.evidence["metrics"] == ["val_loss", "val_acc"]
+    assert check.verdicts()["valley"].startswith("confirmed")
+
+
+def test_recommend_loss_and_accuracy_disagreeing_is_a_tie_that_says_so():
+    a = _row("r", 1.0, 0.1, _around(0.40), _around(0.95))
+    b = _row("r", 3.0, 0.3, _around(0.20), _around(0.85))
+    rec = finder.Check("val_loss", 20, [a, b]).recommend()
+    assert (rec.lr, rec.rule) == (0.1, "tie")
+    assert "val_loss favours 0.3" in rec.text and "val_acc favours 0.1" in rec.text
+
+
+def test_recommend_when_every_run_diverged():
+    rec = finder.Check("val_loss", 2, [_row("r", 1.0, 5.0, [None, None])]).recommend()
+    assert rec.lr is None and rec.rule == "none"
 
 
 # ----------------------------------------------------------------------------- quadratic
@@ -148,7 +253,7 @@ def test_divergence_point_of_least_squares_is_two_over_lambda_max():
         torch.tensor(X), torch.tensor(y)[:, None]), batch_size=len(y))
     model = nn.Linear(X.shape[1], 1).double()
     r = finder.find_lr(model, loader, nn.MSELoss(), optimizer="sgd", start_lr=0.95 * edge,
-                       end_lr=1.5 * edge, num_iter=300, mode="linear", seeds=3)
+                       end_lr=1.5 * edge, num_iter=300, mode="linear", seeds=3, check=False)
     assert edge <= r.diverge_lr <= 1.1 * edge, r.diverge_lr / edge
     for c in r.per_seed:
         assert edge <= c.diverge_lr <= 1.1 * edge
@@ -197,6 +302,26 @@ def test_user_model_and_optimizer_left_bit_identical():
     assert torch.equal(torch.get_rng_state(), rng_before)
 
 
+def test_module_find_checks_by_default_and_recommends_a_trained_candidate():
+    loader = _loader(dtype=torch.float32)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    kw = dict(seeds=2, num_iter=20, start_lr=1e-3, end_lr=10.0)
+    r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), check_epochs=1, **kw)
+    assert r.check is not None and r.check.metric == "train_loss"
+    assert r.recommended.lr in {row.lr for row in r.check.rows}
+    assert r.recommended.rule in ("clear", "tie") and r.summary()[0].startswith("Use lr ")
+    off = finder.find_lr(model, loader, nn.CrossEntropyLoss(), check=False, **kw)
+    assert off.check is None and off.recommended.lr is None
+
+    class Stream(torch.utils.data.IterableDataset):  # a loader without a length
+        def __iter__(self):
+            yield from zip(*loader.dataset.tensors)
+
+    stream = torch.utils.data.DataLoader(Stream(), batch_size=16)
+    r = finder.find_lr(model, stream, nn.CrossEntropyLoss(), **kw)
+    assert r.check is None and any("no length" in n for n in r.notices)
+
+
 def test_a_torch_optimizer_lends_its_class_and_settings():
     from lrlab.finder_module import train_spec
 
@@ -219,7 +344,8 @@ def test_module_vmap_cannot_batch_falls_back_with_a_notice():
                           nn.Linear(8, 2))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(UserWarning, match="one at a time"):
-        r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), seeds=2, num_iter=20)
+        r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), seeds=2, num_iter=20,
+                           check=False)
     assert any("vmap" in n for n in r.notices)
     for k, v in before.items():  # BN running stats and num_batches_tracked too
         assert torch.equal(model.state_dict()[k], v), k
@@ -231,7 +357,7 @@ def test_five_seed_cohort_equals_five_single_seed_finds(dropout):
     layers += [nn.Dropout(0.1)] if dropout else []  # dropout: the one-at-a-time fallback
     model = nn.Sequential(*layers, nn.Linear(8, 2)).double()
     loader = _loader()  # shuffles with torch's global RNG: seeded the same before each find
-    kw = dict(num_iter=30, start_lr=1e-4, end_lr=3.0, optimizer="adam")
+    kw = dict(num_iter=30, start_lr=1e-4, end_lr=3.0, optimizer="adam", check=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(123)
@@ -266,7 +392,7 @@ def test_module_find_matches_a_plain_torch_optim_ramp(name):
     y = (X[:, 0] > 0).long()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
     r = finder.find_lr(model, loader, nn.CrossEntropyLoss(), optimizer=name, seeds=[2],
-                       start_lr=1e-3, end_lr=0.5, num_iter=20)
+                       start_lr=1e-3, end_lr=0.5, num_iter=20, check=False)
     ref = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
     torch.manual_seed(2)  # seed 2 = manual_seed(2), then reset_parameters() in modules() order
     for m in ref.modules():
@@ -293,7 +419,7 @@ def test_module_find_matches_a_plain_torch_optim_ramp(name):
 def test_lrlab_net_cohort_equals_single_seeds():
     spec = {"data": {"source": "blobs", "n": 200}, "model": {"hidden": [8, 8]},
             "train": {"optimizer": "momentum", "batch_size": 16}, "run": {"dtype": "float64"}}
-    kw = dict(num_iter=40, start_lr=1e-4, end_lr=30.0)
+    kw = dict(num_iter=40, start_lr=1e-4, end_lr=30.0, check=False)
     cohort = finder.find_lr(spec, seeds=3, **kw)
     for s in range(3):
         one = finder.find_lr(spec, seeds=[s], **kw).per_seed[0]
@@ -323,7 +449,7 @@ IRIS = ["find", "--data", "iris", "--split", "random", "--validation-split", "0.
 
 def test_cli_json_has_the_promised_keys():
     res = runner.invoke(cli.app, [*IRIS, "--seeds", "3", "--first-seed", "2", "--num-iter",
-                                  "60", "--json"])
+                                  "60", "--epochs", "2", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert set(doc["suggestions"]) == {"steepest", "valley", "min10"}
@@ -340,11 +466,92 @@ def test_cli_check_writes_plot_and_report(tmp_path):
                                   "--preprocess", "standardize", "--seeds", "2", "--num-iter",
                                   "50", "--check", "--epochs", "2", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "check: 2 epochs" in res.stdout and "<- best" in res.stdout
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("Use lr ") and "check: 2 epochs" in res.stdout
+    assert sum("<- use" in ln for ln in lines) == 1
     doc = json.loads((tmp_path / "find.json").read_text())
     assert doc["check"]["rows"] and doc["check"]["best"]["loss"] is not None
+    rec = doc["recommended"]
+    assert rec["lr"] == float(lines[0].split()[2].rstrip(":"))
     assert (tmp_path / "find.png").read_bytes()[:4] == b"\x89PNG"
-    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and lines[0] in page
+
+
+BLOBS = ["find", "--data", "blobs", "--n", "200", "--model", "2-8-4", "--preprocess",
+         "standardize", "--seeds", "2", "--num-iter", "30", "--epochs", "1"]
+
+
+def test_cli_checks_by_default_and_no_check_gives_the_ramp_only():
+    on = runner.invoke(cli.app, [*BLOBS, "--json"])
+    alias = runner.invoke(cli.app, [*BLOBS, "--check", "--json"])  # the old flag: a no-op
+    off = runner.invoke(cli.app, [*BLOBS, "--no-check", "--json"])
+    assert on.exit_code == alias.exit_code == off.exit_code == 0, on.output + off.output
+    a, b, c = (json.loads(r.stdout) for r in (on, alias, off))
+    assert a["check"]["epochs"] == 1 and len(a["check"]["rows"]) >= 3
+    assert a["recommended"]["rule"] in ("clear", "tie") and a["recommended"]["lr"] > 0
+    assert b["recommended"] == a["recommended"]  # same seeds, same numbers
+    # the recommendation is one of the trained candidates, and matches its seeds' numbers
+    rows = {r["lr"]: r for r in a["check"]["rows"]}
+    assert a["recommended"]["lr"] in rows
+    ev = a["recommended"]["evidence"]
+    for cand in ev["candidates"]:
+        seeds = [v for v in rows[cand["lr"]]["losses"] if v is not None]
+        assert cand["val_loss"]["min"] == min(seeds) and cand["val_loss"]["max"] == max(seeds)
+    assert c["check"] is None and c["recommended"]["lr"] is None
+    assert c["recommended"]["rule"] == "unchecked"
+    assert c["suggestions"] == a["suggestions"] and c["curve"] == a["curve"]  # same ramp
+    text = runner.invoke(cli.app, [*BLOBS, "--no-check"]).stdout
+    assert "Use lr" not in text and "not verified" in text
+
+
+def test_cli_json_keeps_the_old_keys_and_adds_recommended():
+    doc = json.loads(runner.invoke(cli.app, [*BLOBS, "--json"]).stdout)
+    assert {"recommended", "suggestions", "diverge_lr", "curve"} <= set(doc)
+    assert set(doc["recommended"]) >= {"lr", "rule", "evidence"}
+    ev = doc["recommended"]["evidence"]
+    assert {"metric", "metrics", "decided_by", "tied_with", "candidates", "epochs",
+            "seeds"} <= set(ev)
+    assert ev["metrics"] == ["val_loss", "val_acc"] and ev["seeds"] == 2
+
+
+def _tree(d):
+    return {str(p.relative_to(d)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(d.rglob("*"))}
+
+
+@pytest.mark.parametrize("foreign", ["lrlab.sqlite", "report.html"])
+def test_cli_out_refuses_another_result_and_overwrite_keeps_user_files(tmp_path, foreign):
+    d = tmp_path / "sweep"
+    (d / "figures").mkdir(parents=True)
+    (d / foreign).write_bytes(b"a sweep's " + foreign.encode())
+    (d / "notes.txt").write_text("mine")
+    (d / "figures" / "a.png").write_bytes(b"png")
+    before = _tree(d)
+    res = runner.invoke(cli.app, [*BLOBS, "--no-check", "--out", str(d)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "--out" in res.output and foreign in res.output and "--overwrite" in res.output
+    assert _tree(d) == before  # nothing written
+    res = runner.invoke(cli.app, [*BLOBS, "--no-check", "--out", str(d), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    after = _tree(d)
+    for k in ("notes.txt", "figures", "figures/a.png"):
+        assert after[k] == before[k]  # the user's files stay
+    if foreign == "lrlab.sqlite":
+        assert after["lrlab.sqlite"] == before["lrlab.sqlite"]  # find never wrote it
+    assert set(after) == set(before) | {"find.json", "find.png", "report.html"}
+    assert b"lrlab find" in after["report.html"]
+    # a find folder is find's own: written again without --overwrite, user files kept
+    res = runner.invoke(cli.app, [*BLOBS, "--no-check", "--out", str(d)])
+    assert res.exit_code == (2 if foreign == "lrlab.sqlite" else 0), res.output
+    assert _tree(d)["notes.txt"] == b"mine"
+
+
+def test_cli_out_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "x"
+    f.write_text("keep")
+    res = runner.invoke(cli.app, [*BLOBS, "--no-check", "--out", str(f)])
+    assert res.exit_code == 2 and "is a file" in res.output and f.read_text() == "keep"
 
 
 def test_cli_takes_a_sweep_spec_file_ignoring_its_lr_axis(tmp_path):

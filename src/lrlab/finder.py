@@ -7,7 +7,8 @@ lrlab's own MLPs run as stacked weights (`finder_nets`), a user's `nn.Module` th
 smoothed by an exponential moving average with bias correction, and a seed stops when its
 smoothed loss exceeds `diverge_th` x its best.
 The curve is the median over seeds with the seed range as a band; suggestions are pure
-functions of that curve (STYLE 11), and `check=True` verifies them by short real training runs.
+functions of that curve, and the check (on by default) trains short real runs at each of
+them and recommends one lr, deciding on the seed spread rather than on medians alone.
 
 Conventions (documented because the anchors differ):
 - The loss recorded against the lr of step t is the loss on the *next* batch, i.e. measured
@@ -43,8 +44,6 @@ clamped to [1, 50], unless the caller names the epochs."""
 SKIP_END = 5
 SLOPE_POINTS = 5
 """The steepest rule's slope is a least-squares fit over this many neighbouring points."""
-CHECK_TIE = 0.01
-"""Check runs whose final losses differ by at most this fraction count as a tie."""
 FLAT = 0.02
 """A ramp whose median loss never falls more than this fraction below its start is flat:
 its suggestions point at noise."""
@@ -315,9 +314,25 @@ def aggregate(curves: Sequence[SeedCurve]) -> tuple[Curve, float | None]:
 # ----------------------------------------------------------------------------- check
 
 
+def nice(x: float) -> float:
+    """The nearest lr of the 1-2-5 series (nearest in log10), as people write learning rates.
+
+    Check candidates are rounded to it, so nearby suggestions from different finds are the
+    same candidate and the recommendation reads as a number one would type.
+
+    >>> [nice(v) for v in (0.0167, 0.03, 0.7, 3.3)]
+    [0.02, 0.02, 0.5, 5.0]
+    """
+    e = math.floor(math.log10(x))
+    m = x / 10.0 ** e  # about [1, 10)
+    pick = min((1, 2, 5, 10), key=lambda p: abs(math.log10(m / p)))
+    return float(f"{pick}e{e}") if pick < 10 else float(f"1e{e + 1}")
+
+
 @dataclass(frozen=True)
 class CheckRow:
-    """Short training runs at one lr: the median final loss over seeds (None: all diverged)."""
+    """Short training runs at one lr: the median final loss over seeds (None: all diverged),
+    and each seed's final loss and accuracy (None where that seed diverged)."""
 
     rule: str
     factor: float
@@ -326,50 +341,227 @@ class CheckRow:
     acc: float | None
     diverged: int
     seeds: int
+    losses: tuple[float | None, ...] = ()
+    accs: tuple[float | None, ...] = ()
+
+
+def clearly_better(a: Sequence[float], b: Sequence[float], lower: bool) -> bool:
+    """Every seed of `a` beats every seed of `b`: a's worst seed beats b's best, strictly.
+
+    With 5 seeds each, two samples of one distribution separate this way with probability
+    2/252 (one side 1/252, the exact Mann-Whitney U = 0): a difference inside the seed range
+    is never read as a winner.
+    """
+    if not len(a) or not len(b):
+        return False
+    return max(a) < min(b) if lower else min(a) > max(b)
+
+
+def separation_chance(n: int, m: int) -> float:
+    """How often `clearly_better` picks a side (either way) between n and m seeds of one and
+    the same distribution: 2 / C(n+m, n) (no ties).
+
+    >>> round(separation_chance(5, 5), 4), separation_chance(1, 1)
+    (0.0079, 1.0)
+    """
+    return min(1.0, 2 / math.comb(n + m, n)) if n and m else 1.0
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The lr to use after the check: `rule` is "clear" (one candidate no other beat), "tie"
+    (several are within each other's seed range: the lowest is taken) or "none"."""
+
+    lr: float | None
+    rule: str
+    text: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lr": self.lr, "rule": self.rule, "text": self.text, "evidence": self.evidence}
 
 
 @dataclass
 class Check:
-    """Which lr trained best in short real runs at each suggestion and x0.3 / x3 of it."""
+    """Short real runs at each suggestion and x0.3 / x3 of it (rounded to the 1-2-5 series),
+    every seed, and the one lr they recommend."""
 
     metric: str  # val_loss | train_loss
     epochs: int
     rows: list[CheckRow]
 
     @property
+    def acc_metric(self) -> str:
+        return self.metric.replace("loss", "acc")
+
+    @property
     def best(self) -> CheckRow | None:
+        """The row with the lowest median final loss (not the recommendation: see
+        `recommend`)."""
         ok = [r for r in self.rows if r.loss is not None]
         return min(ok, key=lambda r: r.loss) if ok else None
 
+    def per_lr(self) -> dict[float, dict[str, Any]]:
+        """The distinct candidate lrs (ascending): who proposed each, and its seeds' finals
+        per metric (loss: +inf, accuracy: -inf where a seed diverged)."""
+        out: dict[float, dict[str, Any]] = {}
+        for r in sorted(self.rows, key=lambda r: r.lr):
+            c = out.setdefault(r.lr, {"from": [], "row": r})
+            c["from"].append(f"{r.rule} x{r.factor:g}")
+        has_acc = any(a is not None for r in self.rows for a in r.accs)
+        for c in out.values():
+            r = c["row"]
+            losses = r.losses or (r.loss,)
+            c["values"] = {self.metric: [math.inf if v is None else v for v in losses]}
+            if has_acc:
+                accs = r.accs or (r.acc,)
+                c["values"][self.acc_metric] = [-math.inf if v is None else v for v in accs]
+        return out
+
+    def _compare(self, a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """The metrics on which a's seeds clearly beat b's, and those on which b's beat a's."""
+        won, lost = [], []
+        for m, va in a["values"].items():
+            lower = m.endswith("loss")
+            if clearly_better(va, b["values"][m], lower):
+                won.append(m)
+            if clearly_better(b["values"][m], va, lower):
+                lost.append(m)
+        return won, lost
+
+    def recommend(self) -> Recommendation:
+        """The lowest candidate lr that no other candidate beat beyond the seed range.
+
+        Candidate a beats b when a's seeds clearly beat b's (`clearly_better`) on one metric
+        (final loss, or accuracy where there is one) and b's do not clearly beat a's on the
+        other. One unbeaten candidate is a clear winner; several unbeaten ones are a tie,
+        and the tie goes to the lowest lr: a larger step did not show it trains better, and
+        it is the one closer to instability.
+        """
+        cands = self.per_lr()
+        live = {lr: c for lr, c in cands.items()
+                if any(math.isfinite(v) for v in c["values"][self.metric])}
+        base: dict[str, Any] = {"metric": self.metric, "metrics": [], "epochs": self.epochs,
+                                "seeds": self.rows[0].seeds if self.rows else 0,
+                                "candidates": _cand_json(cands, self.metric, self.acc_metric)}
+        if not live:
+            return Recommendation(None, "none", "every seed diverged at every candidate lr "
+                                  "(see the curve: the loss may already blow up at start_lr)",
+                                  base)
+        metrics = list(next(iter(live.values()))["values"])
+        base["metrics"] = metrics
+        beaten: dict[float, dict[float, list[str]]] = {lr: {} for lr in cands}
+        conflicts = []
+        for a in live:
+            for b in cands:
+                if a == b:
+                    continue
+                won, lost = self._compare(cands[a], cands[b])
+                if won and not lost:
+                    beaten[b][a] = won
+                elif won and lost and a < b:
+                    conflicts.append({"lrs": [a, b], a: won, b: lost})
+        unbeaten = [lr for lr in live if not beaten[lr]]
+        if not unbeaten:  # two metrics can beat in a circle: fall back to the loss alone
+            unbeaten = [lr for lr in live if not any(
+                clearly_better(cands[o]["values"][self.metric],
+                               cands[lr]["values"][self.metric], True) for o in live)]
+        lr = min(unbeaten)
+        med = {x: float(np.median(live[x]["values"][self.metric])) for x in unbeaten}
+        best_med = min(med, key=med.get)
+        for c in base["candidates"]:
+            c["beaten_by"] = {fmt(k): v for k, v in beaten[c["lr"]].items()}
+        won_on = sorted({m for b in cands if b != lr for m in beaten[b].get(lr, [])})
+        ev = {**base, "tied_with": [x for x in unbeaten if x != lr], "best_median_lr": best_med,
+              "decided_by": won_on, "conflicts": [
+                  {"lrs": c["lrs"], "favours": {fmt(k): v for k, v in c.items()
+                                                if k != "lrs"}} for c in conflicts
+                  if set(c["lrs"]) <= set(unbeaten)]}
+        where = " and ".join(metrics)
+        n = base["seeds"]
+        ev["chance_separation"] = separation_chance(n, n)
+        if len(unbeaten) == 1:
+            text = (f"lr {fmt(lr)} is the one candidate no other beat beyond the seed range on "
+                    f"{where} (it won on {', '.join(won_on) or where})")
+            if ev["chance_separation"] > 0.05:
+                text += (f"; with {n} seed{'s' * (n > 1)} two equal lrs separate this way "
+                         f"{ev['chance_separation']:.0%} of the time: use more seeds")
+            return Recommendation(lr, "clear", text, ev)
+        others = ", ".join(fmt(x) for x in unbeaten if x != lr)
+        text = (f"lr {fmt(lr)} and {others} end within each other's seed range on "
+                f"{where}; the lowest lr is taken (best median: {fmt(best_med)})")
+        if not won_on and lr == min(live):
+            text += ("; nothing was separated from the lowest candidate: every higher lr has a "
+                     "seed that ended as badly (often one that failed to learn), so more seeds "
+                     "or epochs, or a setup that trains more reliably, would tell")
+        if ev["conflicts"]:
+            text += "; " + "; ".join(
+                " and ".join(f"{'/'.join(v)} favours {k}" for k, v in c["favours"].items())
+                for c in ev["conflicts"])
+        return Recommendation(lr, "tie", text, ev)
+
     def verdicts(self) -> dict[str, str]:
-        """Per rule: did the suggestion itself beat x0.3 and x3 of it?"""
+        """Per rule: did the suggestion beat x0.3 and x3 of it beyond the seed range?"""
+        cands = self.per_lr()
         out = {}
         for name in dict.fromkeys(r.rule for r in self.rows):
-            trio = {r.factor: r for r in self.rows if r.rule == name}
-            ok = {f: r.loss for f, r in trio.items() if r.loss is not None}
+            trio = {r.factor: cands[r.lr] for r in self.rows if r.rule == name}
+            ok = {f: c for f, c in trio.items()
+                  if any(math.isfinite(v) for v in c["values"][self.metric])}
             if not ok:
                 out[name] = "every run diverged"
                 continue
-            f = min(ok, key=ok.get)
-            if f != 1.0 and 1.0 in ok and ok[1.0] - ok[f] <= CHECK_TIE * abs(ok[1.0]):
-                out[name] = (f"no clear winner: x0.3, x1 and x3 end within "
-                             f"{CHECK_TIE:.0%} of each other's {self.metric}")
+            if 1.0 not in ok:
+                out[name] = "every run at the suggestion itself diverged: it is too high"
                 continue
-            if 1.0 in ok and all(v < ok[1.0] for k, v in ok.items() if k != 1.0) and \
-                    len(ok) == 3:
-                out[name] = ("x0.3 and x3 both trained better than x1: the outcome is noisy "
-                             "around this lr (more seeds or epochs would tell)")
-                continue
-            out[name] = ("confirmed: trains best of x0.3, x1, x3" if f == 1.0 else
-                         f"x{f:g} trained better ({self.metric} {ok[f]:.4g} vs "
-                         f"{fmt(ok.get(1.0))}): the suggestion is "
-                         f"{'too low' if f > 1 else 'too high'}")
+            better = {f: self._compare(c, trio[1.0]) for f, c in trio.items() if f != 1.0}
+            wins = {f: won for f, (won, lost) in better.items() if won and not lost}
+            loses = {f for f, (won, lost) in better.items() if lost and not won}
+            if len(wins) > 1:
+                out[name] = ("x0.3 and x3 both trained better than x1 beyond the seed range: "
+                             "the outcome is noisy around this lr (more seeds or epochs would "
+                             "tell)")
+            elif wins:
+                f, won = next(iter(wins.items()))
+                out[name] = (f"x{f:g} trained better beyond the seed range ({', '.join(won)} "
+                             f"median {_med(trio[f], won[0])} vs {_med(trio[1.0], won[0])}): "
+                             f"the suggestion is {'too low' if f > 1 else 'too high'}")
+            elif len(loses) == len(better):
+                out[name] = "confirmed: trains better than x0.3 and x3, beyond the seed range"
+            else:
+                out[name] = ("no clear winner: x1 ends within the seed range of "
+                             + " and ".join(f"x{f:g}" for f in better if f not in loses))
         return out
 
 
+def _med(c: dict[str, Any], metric: str) -> str:
+    return fmt(float(np.median(c["values"][metric])))
+
+
+def _spread(vals: Sequence[float]) -> dict[str, float | None]:
+    ok = [v for v in vals if math.isfinite(v)]
+    if not ok:
+        return {"median": None, "min": None, "max": None}
+    return {"median": _num(float(np.median(vals))), "min": float(min(ok)),
+            "max": float(max(ok))}
+
+
+def _cand_json(cands: Mapping[float, dict[str, Any]], metric: str,
+               acc_metric: str) -> list[dict[str, Any]]:
+    out = []
+    for lr, c in cands.items():
+        v = c["values"]
+        out.append({"lr": lr, "from": c["from"], metric: _spread(v[metric]),
+                    acc_metric: _spread(v[acc_metric]) if acc_metric in v else None,
+                    "diverged": c["row"].diverged, "seeds": c["row"].seeds, "beaten_by": {}})
+    return out
+
+
 def candidates(sugg: Mapping[str, Suggestion]) -> list[tuple[str, float, float]]:
-    """(rule, factor, lr) for each suggestion that has an lr, at CHECK_FACTORS."""
-    return [(name, f, s.lr * f) for name, s in sugg.items() if s.lr for f in CHECK_FACTORS]
+    """(rule, factor, lr) for each suggestion that has an lr, at CHECK_FACTORS, the lr rounded
+    to the 1-2-5 series (`nice`)."""
+    return [(name, f, nice(s.lr * f)) for name, s in sugg.items() if s.lr
+            for f in CHECK_FACTORS]
 
 
 def check_epochs(steps_per_epoch: int, epochs: int | None) -> int:
@@ -379,20 +571,25 @@ def check_epochs(steps_per_epoch: int, epochs: int | None) -> int:
     return int(min(50, max(1, math.ceil(CHECK_STEPS / max(1, steps_per_epoch)))))
 
 
-def check_rows(cands: Sequence[tuple[str, float, float]], finals: Mapping[float, list[float]],
-               accs: Mapping[float, list[float]] | None) -> list[CheckRow]:
-    """Median final metric per candidate lr (non-finite = diverged)."""
+def check_rows(cands: Sequence[tuple[str, float, float]],
+               finals: Mapping[float, Sequence[float | None]],
+               accs: Mapping[float, Sequence[float | None]] | None) -> list[CheckRow]:
+    """Median final metric per candidate lr (non-finite = diverged), with each seed's."""
     rows = []
     for name, f, lr in cands:
         vals = np.array([v if v is not None and math.isfinite(v) else np.inf
                          for v in finals[lr]])
         med = float(np.median(vals))
-        acc = None
+        acc, seed_accs = None, ()
         if accs is not None:
             a = [x for x, v in zip(accs[lr], vals) if math.isfinite(v) and x is not None]
             acc = float(np.median(a)) if a and math.isfinite(med) else None
+            seed_accs = tuple(None if not math.isfinite(v) or x is None else float(x)
+                              for x, v in zip(accs[lr], vals))
         rows.append(CheckRow(name, f, lr, med if math.isfinite(med) else None, acc,
-                             int((~np.isfinite(vals)).sum()), len(vals)))
+                             int((~np.isfinite(vals)).sum()), len(vals),
+                             tuple(float(v) if math.isfinite(v) else None for v in vals),
+                             seed_accs))
     return rows
 
 
@@ -417,9 +614,19 @@ class FindResult:
     def seeds(self) -> list[int]:
         return [c.seed for c in self.per_seed]
 
+    @property
+    def recommended(self) -> Recommendation:
+        """The one lr to use (`Check.recommend`); lr None when the check did not run."""
+        if self.check is None:
+            return Recommendation(None, "unchecked", "the check did not run (--no-check): the "
+                                  "suggestions are unverified readings of the curve")
+        return self.check.recommend()
+
     def to_json(self) -> dict[str, Any]:
-        """`{"suggestions": {...lr...}, "diverge_lr", "curve": {lr, loss, lo, hi}}` + details."""
+        """`{"recommended": {lr, rule, evidence}, "suggestions": {...lr...}, "diverge_lr",
+        "curve": {lr, loss, lo, hi}}` + details."""
         out: dict[str, Any] = {
+            "recommended": self.recommended.to_json(),
             "suggestions": {k: s.lr for k, s in self.suggestions.items()},
             "diverge_lr": self.diverge_lr,
             "curve": {k: _list(getattr(self.curve, k)) for k in ("lr", "loss", "lo", "hi")},
@@ -438,46 +645,113 @@ class FindResult:
         if self.check:
             best = self.check.best
             out["check"] = {"metric": self.check.metric, "epochs": self.check.epochs,
-                            "rows": [r.__dict__ for r in self.check.rows],
-                            "best": best.__dict__ if best else None,
+                            "rows": [{**r.__dict__, "losses": list(r.losses),
+                                      "accs": list(r.accs)} for r in self.check.rows],
+                            "best": best.__dict__ | {"losses": list(best.losses),
+                                                     "accs": list(best.accs)} if best else None,
                             "verdicts": self.check.verdicts()}
         return out
 
+    def headline(self) -> str:
+        """One line: "Use lr X", with the seed range behind it (or why there is no X)."""
+        rec = self.recommended
+        if rec.lr is None:
+            return f"No verified lr: {rec.text}"
+        c = next(c for c in rec.evidence["candidates"] if c["lr"] == rec.lr)
+        parts = []
+        for m in rec.evidence["metrics"]:
+            v = c[m]
+            parts.append(f"{m} {fmt(v['median'])} (seeds {fmt(v['min'])}..{fmt(v['max'])})")
+        ev = rec.evidence
+        why = (f"tie with {', '.join(fmt(x) for x in ev['tied_with'])} within the seed range, "
+               "the lowest lr taken" if rec.rule == "tie" else
+               f"beat the other candidates beyond the seed range on "
+               f"{', '.join(ev['decided_by']) or ', '.join(ev['metrics'])}")
+        div = f", {c['diverged']}/{c['seeds']} diverged" if c["diverged"] else ""
+        return (f"Use lr {fmt(rec.lr)}: {', '.join(parts)} after {ev['epochs']} epochs, "
+                f"{ev['seeds']} seeds{div}; {why}")
+
     def summary(self) -> list[str]:
-        """A short human summary, one line each."""
-        lines = [f"range test: {len(self.per_seed)} seeds, {self.optimizer}, lr "
-                 f"{self.settings.start_lr:g} -> {self.settings.end_lr:g} "
-                 f"({self.settings.mode}, {self.settings.num_iter} steps), {self.seconds:.2f} s"]
+        """A short human summary, one line each; the first is the headline."""
+        lines = [self.headline()] if self.check else []
+        lines.append(f"range test: {len(self.per_seed)} seeds, {self.optimizer}, lr "
+                     f"{self.settings.start_lr:g} -> {self.settings.end_lr:g} "
+                     f"({self.settings.mode}, {self.settings.num_iter} steps), "
+                     f"{self.seconds:.2f} s")
         for name, s in self.suggestions.items():
             lr = "none" if s.lr is None else f"{s.lr:.3g}"
             lines.append(f"  {name:<9} {lr:>9}   {describe(name)}")
         lines.append(f"  {'diverges':<9} {fmt(self.diverge_lr):>9}   median lr where the "
                      f"smoothed loss passed {self.settings.diverge_th:g} x its best")
         if self.check:
-            best = self.check.best
-            lines.append(f"check: {self.check.epochs} epochs per run, median final "
-                         f"{self.check.metric} over {len(self.per_seed)} seeds")
-            for r in self.check.rows:
-                mark = " <- best" if best is not None and r == best else ""
-                acc = "" if r.acc is None else f"  acc {r.acc:.3f}"
-                div = f"  ({r.diverged}/{r.seeds} diverged)" if r.diverged else ""
-                lines.append(f"  {r.rule:<9} x{r.factor:<4g} lr {r.lr:<10.3g} "
-                             f"{fmt(r.loss):>9}{acc}{div}{mark}")
-            for name, text in self.check.verdicts().items():
+            rec = self.recommended
+            ck = self.check
+            metrics = rec.evidence.get("metrics") or [ck.metric]
+            lines.append(f"check: {ck.epochs} epochs per run at each candidate (suggestions "
+                         f"x0.3, x1, x3, rounded to 1-2-5), {len(self.per_seed)} seeds; "
+                         "median (seed range)")
+            lines.append(f"  {'lr':<9} " + "".join(f"{m:<26}" for m in metrics) + "from")
+            for c in rec.evidence["candidates"]:
+                cells = "".join(f"{cell(c[m]):<26}" for m in metrics)
+                div = f"  {c['diverged']}/{c['seeds']} diverged" if c["diverged"] else ""
+                mark = ("  <- use" if c["lr"] == rec.lr else
+                        "  tie" if c["lr"] in rec.evidence.get("tied_with", []) else
+                        "  beaten by " + ", ".join(c["beaten_by"]) if c["beaten_by"] else "")
+                lines.append(f"  {fmt(c['lr']):<9} {cells}{', '.join(c['from'])}{div}{mark}")
+            lines.append(f"  {rec.rule}: {rec.text}")
+            for name, text in ck.verdicts().items():
                 lines.append(f"  {name}: {text}")
+        else:
+            lines.append("no check (--no-check): these are readings of the curve, not "
+                         "verified; run without --no-check for one recommended lr")
         lines += [f"note: {n}" for n in self.notices]
         return lines
 
-    def save(self, out: str | Path) -> Path:
-        """Write find.json, find.png and a self-contained report.html into `out`."""
+    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write find.json, find.png and a self-contained report.html into `out`.
+
+        A folder that holds another kind of lrlab result (a sweep's store or report, a
+        comparison page) is refused unless `overwrite`; either way only the three files
+        above are replaced, nothing else in the folder is touched."""
         d = Path(out)
+        check_out_dir(d, overwrite)
         d.mkdir(parents=True, exist_ok=True)
+        for name in FIND_FILES:  # only what find writes; a user's files stay
+            if overwrite and (d / name).is_file():
+                (d / name).unlink()
         (d / "find.json").write_text(json.dumps(self.to_json(), indent=1) + "\n",
                                      encoding="utf-8")
         from lrlab import finder_report
 
         png = finder_report.plot_png(self, d / "find.png")
         return finder_report.write_html(self, d / "report.html", png)
+
+
+FIND_FILES = ("find.json", "find.png", "report.html")
+
+
+def check_out_dir(d: Path, overwrite: bool, key: str = "--out") -> None:
+    """Refuse (LrlabError) a path that is a file, or a folder holding another kind of result
+    (a sweep's lrlab.sqlite, or a report.html that no find wrote) unless `overwrite`."""
+    if d.exists() and not d.is_dir():
+        raise LrlabError(f"`{key}` {d} is a file; a folder is needed for find.json, find.png "
+                         "and report.html")
+    if not d.is_dir():
+        return
+    foreign = [n for n in ("lrlab.sqlite",) if (d / n).exists()]
+    if (d / "report.html").exists() and not (d / "find.json").is_file():
+        foreign.append("report.html")
+    if foreign and not overwrite:
+        raise LrlabError(f"`{key}` {d} holds another kind of result ({', '.join(foreign)}); "
+                         "choose another folder, or add --overwrite to replace only find.json, "
+                         "find.png and report.html there")
+
+
+def cell(v: dict[str, float | None] | None) -> str:
+    """A candidate's metric as median (min..max) over seeds; a dash when none finished."""
+    if v is None or v["median"] is None:
+        return "-"
+    return f"{fmt(v['median'])} ({fmt(v['min'])}..{fmt(v['max'])})"
 
 
 def _num(v: float | None) -> float | None:
@@ -531,7 +805,7 @@ def find_lr(
     seeds: int | Sequence[int] = 5,
     first_seed: int = 0,
     val_loader: Any = None,
-    check: bool = False,
+    check: bool = True,
     check_epochs: int | None = None,
     device: str | torch.device | None = None,
 ) -> FindResult:
@@ -550,8 +824,12 @@ def find_lr(
       one; all seeds see the same batches from your loader (one pass feeds the cohort).
     - val_loader (modules only): record the mean validation loss after every step instead of
       the training batch loss (slower; as torch-lr-finder's val_loader).
-    - check: train short runs at each suggestion and at x0.3 and x3 of it (check_epochs
-      epochs, default about CHECK_STEPS steps) and report which trains best.
+    - check (default True): train short runs at each suggestion and at x0.3 and x3 of it
+      (rounded to the 1-2-5 series; check_epochs epochs, default about CHECK_STEPS steps;
+      every seed) and recommend one lr: `result.recommended` (`Check.recommend`: a candidate
+      wins only when its seeds beat the others' beyond their range, else the lowest of the
+      tied lrs). Give check_epochs the horizon you will train for. check=False: the ramp
+      only, as torch-lr-finder and fastai give it (much faster; `recommended.lr` is None).
 
     Your module's state_dict and train/eval modes, your optimizer's state and torch's global
     RNG are the same afterwards as before (restored in a `finally`).

@@ -353,9 +353,17 @@ def check_start_loss(curves: Sequence[finder.SeedCurve], val: bool) -> None:
             "check the data for NaN/Inf (inputs and targets) and loss_fn, or lower start_lr")
 
 
+def _sized(loader: Any) -> bool:
+    try:
+        len(loader)
+    except TypeError:
+        return False
+    return True
+
+
 def find_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Tensor],
                 s: finder.Settings, seeds: Sequence[int], optimizer: Any = None,
-                val_loader: Any = None, check: bool = False, epochs: int | None = None,
+                val_loader: Any = None, check: bool = True, epochs: int | None = None,
                 device: Any = None) -> finder.FindResult:
     """The range test of `find_lr` for a module (see there)."""
     t0 = time.perf_counter()
@@ -371,7 +379,12 @@ def find_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Tens
         if cohort.batched is False:
             warnings.warn("lrlab.find_lr: " + notices[-1], stacklevel=3)
         result = finder.finish(curves, s, train.optimizer, t0)
-        if check:
+        if check and not finder.candidates(result.suggestions):
+            notices.append("nothing to check: no rule suggested a learning rate")
+        elif check and not _sized(loader):
+            notices.append("no check: it counts epochs in batches and the train_loader has "
+                           "no length (pass check=False to skip it quietly)")
+        elif check:
             result.check = check_module(model, loader, loss_fn, result.suggestions, seeds,
                                         train, dev, val_loader, epochs, notices)
     result.notices = list(dict.fromkeys(notices + result.notices))

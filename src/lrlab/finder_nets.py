@@ -1,7 +1,7 @@
 """The range test for lrlab's own MLPs: K seeds as stacked weights (`nets` + `optim`).
 
 Each seed has its own init (`nets.init_member`) and its own batch order (`engine.epoch_order`,
-as in a sweep); the ramp lr is a `[K]` tensor. `--check` runs are a sweep of the find spec
+as in a sweep); the ramp lr is a `[K]` tensor. The check runs are a sweep of the find spec
 over the candidate lrs x seeds, trained by `engine.run_cohort`.
 """
 
@@ -133,8 +133,10 @@ def find_spec(spec: Any, s: Settings, seeds: tuple[int, ...], check: bool = Fals
     with runner.threads_for(cohort, ds, sp.run.threads):
         curves = run_ramp(NetCohort(sp, train, ds, seeds, dev, dtype), seeds, s, dev, dtype)
     result = finish(curves, s, train.optimizer, t0)
-    if check:
+    if check and candidates(result.suggestions):
         result.check = check_spec(sp, ds, result.suggestions, epochs)
+    elif check:
+        result.notices.append("nothing to check: no rule suggested a learning rate")
     result.seconds = time.perf_counter() - t0
     return result
 

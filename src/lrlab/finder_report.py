@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lrlab.finder import FindResult, describe, fmt
+from lrlab.finder import FindResult, cell, describe, fmt
 
 
 def write_html(r: FindResult, path: Path, png_b64: str) -> Path:
-    """A small self-contained page: the plot, the suggestions, the check table."""
+    """A small self-contained page: the recommendation, the plot, the suggestions, the check
+    table."""
     e = html.escape
     rows = "".join(f"<tr><td>{e(k)}</td><td>{fmt(s.lr)}</td><td>{e(describe(k))}</td>"
                    f"<td>{e(', '.join(f'{a}={fmt(b)}' for a, b in s.evidence.items()))}</td>"
@@ -33,13 +34,32 @@ def write_html(r: FindResult, path: Path, png_b64: str) -> Path:
              f"<p>Diverges at {fmt(r.diverge_lr)} (per seed: "
              f"{e(', '.join(fmt(c.diverge_lr) for c in r.per_seed))}).</p>"]
     if r.check:
-        parts.append(f"<h2>Check</h2><p>{r.check.epochs} epochs per run, median final "
-                     f"{e(r.check.metric)} over seeds.</p><table><tr><th>rule</th><th>factor"
-                     "</th><th>lr</th><th>loss</th><th>acc</th><th>diverged</th></tr>")
-        parts += [f"<tr><td>{e(x.rule)}</td><td>x{x.factor:g}</td><td>{x.lr:.4g}</td>"
-                  f"<td>{fmt(x.loss)}</td><td>{fmt(x.acc)}</td><td>{x.diverged}/{x.seeds}"
-                  "</td></tr>" for x in r.check.rows]
-        parts.append("</table>")
+        rec = r.recommended
+        ev = rec.evidence
+        metrics = ev.get("metrics") or [r.check.metric]
+        parts.insert(1, f"<p style='font-size:1.3em'><b>{e(r.headline())}</b></p>"
+                        f"<p>{e(rec.rule)}: {e(rec.text)}</p>")
+        parts.append(f"<h2>Check</h2><p>{r.check.epochs} epochs per run at each candidate "
+                     "(each suggestion x0.3, x1, x3, rounded to the 1-2-5 series), every seed; "
+                     "median and seed range. A candidate wins only when its worst seed beats "
+                     "another's best; otherwise it is a tie, and the tie goes to the lowest "
+                     "lr.</p><table><tr><th>lr</th>"
+                     + "".join(f"<th>{e(m)}</th>" for m in metrics)
+                     + "<th>from</th><th>diverged</th><th></th></tr>")
+        for c in ev.get("candidates", []):
+            status = ("recommended" if c["lr"] == rec.lr else
+                      "tie" if c["lr"] in ev.get("tied_with", []) else
+                      "beaten by " + ", ".join(c["beaten_by"]) if c["beaten_by"] else "")
+            cells = "".join(f"<td>{e(cell(c[m]))}</td>" for m in metrics)
+            bold = " style='font-weight:bold'" if c["lr"] == rec.lr else ""
+            parts.append(f"<tr{bold}><td>{fmt(c['lr'])}</td>{cells}<td>"
+                         f"{e(', '.join(c['from']))}</td><td>{c['diverged']}/{c['seeds']}</td>"
+                         f"<td>{e(status)}</td></tr>")
+        parts.append("</table><ul>" + "".join(
+            f"<li>{e(k)}: {e(v)}</li>" for k, v in r.check.verdicts().items()) + "</ul>")
+    else:
+        parts.insert(1, "<p><b>No check (--no-check)</b>: the suggestions below are readings "
+                        "of the curve, not verified by training.</p>")
     parts.append(f"<p class='muted'>settings: {e(json.dumps(r.to_json()['settings']))}</p>"
                  "</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
@@ -74,6 +94,9 @@ def plot_png(r: FindResult, path: Path) -> str:
         if s.lr is not None:
             ax.axvline(s.lr, color=COLORS.get(name, "#555"), ls="--", lw=1.2,
                        label=f"{name}: {s.lr:.3g}")
+    rec = r.recommended
+    if rec.lr is not None:
+        ax.axvline(rec.lr, color="#000", ls="-", lw=2.0, label=f"use: {rec.lr:g} ({rec.rule})")
     if r.diverge_lr is not None:
         ax.axvline(r.diverge_lr, color="#c62828", ls=":", lw=1.5,
                    label=f"diverges: {r.diverge_lr:.3g}")

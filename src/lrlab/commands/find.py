@@ -50,15 +50,20 @@ def find(
     mode: Annotated[str, opt("exp | linear ramp")] = "exp",
     smooth: Annotated[float, opt("EMA factor of the loss (0 = none)")] = 0.98,
     diverge_th: Annotated[float, opt("stop a seed when its loss > this x its best")] = 4.0,
-    check: Annotated[bool, typer.Option(help="verify the suggestions by short training runs "
-                                        "at x0.3, x1 and x3 of each")] = False,
-    epochs: Annotated[int | None, opt("epochs of each --check run (default: ~200 steps)")
-                      ] = None,
+    check: Annotated[bool, typer.Option(
+        "--check/--no-check", help="train short runs at x0.3, x1 and x3 of each suggestion and "
+        "recommend one lr (default); --no-check: the raw ramp only")] = True,
+    epochs: Annotated[int | None, opt("epochs of each check run: the horizon you will train "
+                                      "for (default: ~200 steps)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="write find.json, find.png and "
                                                  "report.html here")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="write into an --out folder that holds another kind of result (replaces only "
+        "find.json, find.png and report.html)")] = False,
 ) -> None:
-    """Learning-rate range test: ramp the lr, several seeds at once, suggest and verify."""
+    """Learning-rate range test: ramp the lr with several seeds at once, then train short runs
+    at the suggestions and print one verified lr ("Use lr X")."""
     from lrlab import finder, finder_nets
     from lrlab import spec as spec_mod
 
@@ -83,8 +88,12 @@ def find(
             seed_list = spec_mod.parse_seeds(5 if seeds is None else seeds, first_seed or 0)
         settings = finder.Settings(start_lr, end_lr, num_iter, mode, smooth, diverge_th)
         finder.check_settings(settings, flags=True)
+        if epochs is not None and epochs < 1:
+            raise bad_value("--epochs", epochs, "an integer >= 1")
+        if out_dir is not None:  # before any work: a refused folder costs nothing
+            finder.check_out_dir(out_dir, overwrite)
         result = finder_nets.find_spec(spec, settings, seed_list, check=check, epochs=epochs)
-        report = result.save(out_dir) if out_dir else None
+        report = result.save(out_dir, overwrite=overwrite) if out_dir else None
     except LrlabError as exc:
         raise fail(exc) from None
     if json_out:
