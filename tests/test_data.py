@@ -51,7 +51,7 @@ def test_keras_split_is_the_last_fraction_in_order(tmp_path: Path, n: int) -> No
 
 def test_keras_split_of_blobs_matches_manual_slicing() -> None:
     X, y = make_blobs(n_samples=10, centers=4, n_features=2, cluster_std=1.0, random_state=0)
-    d = load(DataSpec(source="blobs", n=10, classes=4, validation_split=0.2))
+    d = load(DataSpec(source="blobs", n=10, classes=4, validation_split=0.2, split="last"))
     np.testing.assert_array_equal(d.X_train_raw, X[:8].astype(np.float32))
     np.testing.assert_array_equal(d.X_val_raw, X[8:].astype(np.float32))
     np.testing.assert_array_equal(d.y_val, y[8:])
@@ -120,7 +120,7 @@ def test_minmax_is_fitted_on_train_only_and_constant_features_survive(tmp_path: 
     y = np.arange(50) % 2
     p = tmp_path / "d.npz"
     np.savez(p, X=X, y=y)
-    d = load(DataSpec(source=f"npz:{p}", preprocess="minmax"))
+    d = load(DataSpec(source=f"npz:{p}", preprocess="minmax", split="last"))
     ref = MinMaxScaler().fit(X[:40])
     np.testing.assert_allclose(d.X_train, ref.transform(X[:40]), atol=1e-6)
     np.testing.assert_allclose(d.X_val, ref.transform(X[40:]), atol=1e-6)
@@ -270,7 +270,7 @@ def test_parquet_like_csv(tmp_path: Path) -> None:
     p = tmp_path / "d.parquet"
     pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0, 1, 0, 1], "t": ["n", "y", "n", "y"]}) \
         .to_parquet(p)
-    d = load(DataSpec(source=f"parquet:{p}", validation_split=0.25))
+    d = load(DataSpec(source=f"parquet:{p}", validation_split=0.25, split="last"))
     np.testing.assert_array_equal(d.X_train, [[1, 0], [2, 1], [3, 0]])
     np.testing.assert_array_equal(d.y_val, [1])
     bad = _csv(tmp_path, "not parquet", "bad.parquet")
@@ -335,7 +335,8 @@ def test_idx_folder_round_trip(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_array_equal(d.X_val, a["t10k-images-idx3-ubyte"].reshape(5, 12) / 256)
     np.testing.assert_array_equal(d.y_val, [9, 0, 1, 2, 3])
     assert d.n_classes == 10 and d.val_label == "test" and d.X_train.dtype == np.float32
-    f = load(DataSpec(source=f"fashion-mnist:{tmp_path / 'm'}", validation_split=0.25))
+    f = load(DataSpec(source=f"fashion-mnist:{tmp_path / 'm'}", validation_split=0.25,
+                        split="last"))
     assert (len(f.y_train), len(f.y_val), f.val_label) == (9, 3, "val")
 
 

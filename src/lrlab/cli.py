@@ -263,6 +263,27 @@ def _cell(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def print_data_warnings(directory: Path) -> list[str]:
+    """One line per dataset whose held-out part's classes do not match the training part's
+    (returned too)."""
+    from lrlab import data as data_mod
+    from lrlab.store import Store
+
+    store = Store.open(directory)
+    try:
+        meta = store.meta()
+    finally:
+        store.close()
+    lines = data_mod.balance_warnings(meta)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return lines
+
+
+UNRELIABLE_NOTE = ("The recommendation above rests on validation numbers, which are unreliable "
+                   "here: see the warning above the table.")
+
+
 def print_recommendation(directory: Path) -> None:
     from lrlab.store import Store
 
@@ -361,8 +382,11 @@ def run_sweep(spec: Any, target: Path, command: str, quiet: bool) -> None:
 
     with Bar(f"sweep {spec.name}", enabled=not quiet) as bar:
         result = runner.sweep(spec, target, progress=bar, command=command)
+    warned = print_data_warnings(result.directory)
     out.print(summary_table(result.directory))
     print_recommendation(result.directory)
+    if warned:
+        out.print(UNRELIABLE_NOTE, markup=False, highlight=False)
     out.print(f"report: {result.report_path}", markup=False, highlight=False)
 
 

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from lrlab.cli import Bar, app, fail, out, print_recommendation, summary_table
+from lrlab.cli import (Bar, app, fail, out, print_data_warnings, print_recommendation,
+                       summary_table)
 from lrlab.errors import LrlabError
 
 recipes_app = typer.Typer(no_args_is_help=True, help="The seed scenarios as ready-made "
@@ -84,6 +85,7 @@ def run(
                                data=data, progress=bar, command=command, extra=extra)
     except LrlabError as exc:
         raise fail(exc) from None
+    print_data_warnings(done.directory)
     out.print(summary_table(done.directory))
     print_recommendation(done.directory)
     _say("")

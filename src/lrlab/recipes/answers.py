@@ -95,26 +95,63 @@ def verdict_lines(recs: Sequence[dict[str, Any]], title: str = "lrlab's verdicts
     return out
 
 
-def recommendation_lines(directory: Path) -> Lines:
-    import json
-
+def _meta(directory: Path) -> dict[str, str]:
     from lrlab.store import Store
 
     store = Store.open(directory)
     try:
-        recs = json.loads(store.meta().get("recommendation", "[]"))
+        return store.meta()
     finally:
         store.close()
+
+
+def data_warnings(directory: Path) -> Lines:
+    """The stored class counts' warnings: the held-out part lacks a class, or its shares are off."""
+    from lrlab import data
+
+    return data.balance_warnings(_meta(directory))
+
+
+UNRELIABLE = ("The validation numbers above are unreliable here: the validation set's classes "
+              "do not match the training set's (see the warning).")
+
+
+def recommendation_lines(directory: Path) -> Lines:
+    import json
+
+    recs = json.loads(_meta(directory).get("recommendation", "[]"))
     out = []
     for r in recs:
         head = f"[{r['group']}] " if len(recs) > 1 else ""
         out.append(f"- {head}{r['text']}")
+    if out and data_warnings(directory):
+        out.append("  " + UNRELIABLE.replace("above", "behind this recommendation"))
     return (["Recommendation:"] + out) if out else []
 
 
 def header(directory: Path, recipe: Any) -> Lines:
     seed = f" (seed {recipe.seed})" if recipe.seed else ""
     return [f"== {recipe.name}{seed}: {recipe.question}", f"   experiment: {directory}"]
+
+
+SHORT_WORDS = 120
+"""The short answer that opens an answer: at most about this many words in all."""
+
+
+def opening(directory: Path, recipe: Any, short: Sequence[str], uses_val: bool = True) -> Lines:
+    """The head of an answer: the title, the short answer (one line per sub-question, each
+    with its key number), a blank line, then the experiment folder; the details follow.
+
+    The short answer is the answer's first paragraph (the report's answer box shows it).
+    When the validation set's classes do not match training and the short answer quotes
+    validation numbers (`uses_val`), it ends by saying so."""
+    title, folder = header(directory, recipe)
+    tail = [UNRELIABLE] if uses_val and data_warnings(directory) else []
+    return [title, *short, *tail, "", folder]
+
+
+def word_count(lines: Sequence[str]) -> int:
+    return sum(len(x.split()) for x in lines)
 
 
 def history_keys(recs: Sequence[dict[str, Any]], words: Sequence[str]) -> list[str]:
