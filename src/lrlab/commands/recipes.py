@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from lrlab.cli import (Bar, app, fail, out, print_data_warnings, print_recommendation,
-                       summary_table)
+from lrlab.cli import Bar, app, fail, out, print_data_warnings, print_recommendation, summary_table
 from lrlab.errors import LrlabError
 
 recipes_app = typer.Typer(no_args_is_help=True, help="The seed scenarios as ready-made "
