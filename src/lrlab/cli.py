@@ -324,7 +324,7 @@ def sweep(
     epochs: Annotated[int | None, opt("epochs per run")] = None,
     batch_size: Annotated[str | None, opt("minibatch size, 0 = full batch (list = axis)")] = None,
     validation_split: Annotated[float | None, opt("held-out fraction")] = None,
-    split: Annotated[str | None, opt("last (Keras) | stratified | random | given")] = None,
+    split: Annotated[str | None, opt("stratified (default)|last (Keras)|random|given")] = None,
     preprocess: Annotated[str | None, opt("none|standardize|minmax (list = axis)")] = None,
     schedule: Annotated[str | None, typer.Option(help="constant|time_decay|step|multistep|"
                                                  "exponential|cosine|cosine_restarts|onecycle|"
