@@ -935,7 +935,7 @@ def _tour_short(recs: Sequence[dict[str, Any]], best_rows: Sequence[tuple]) -> L
     div = [r for r in recs if r["status"] != "ok" or (r["verdict"] or {}).get("label")
            == "diverged"]
     if div:
-        out.append(f"Too high: {len(div)} of {len(recs)} runs diverged, the first at lr "
+        out.append(f"Too high: {len(div)} of {len(recs)} runs diverged, all at lr >= "
                    f"{min(r['member'].get('lr', math.inf) for r in div):g}.")
     if len(lrs) > 1:
         low = [r for r in recs if r["member"].get("lr") == lrs[0]]
