@@ -210,7 +210,7 @@ def _check_short(name: str, d, answer: str, output: str) -> None:
     import html
 
     short = _short(answer)
-    assert short and sum(len(x.split()) for x in short) <= 120, short
+    assert short and sum(len(x.split()) for x in short) <= answers.SHORT_WORDS, short
     for head in SHORT[name]:
         assert any(x.startswith(head) for x in short), (head, short)
     text = " ".join(short)

@@ -453,7 +453,7 @@ def tanh(directory: Path, recipe: Any) -> Lines:
         from lrlab import gradcheck
 
         res = gradcheck.check_file(example)
-    out = opening(directory, recipe, _tanh_short(recs, sharp, res))
+    out = opening(directory, recipe, _tanh_short(recs, sharp, res), uses_val=False)
     out += gradcheck_lines(example, res)
     out.append(f"The early spike (full-batch GD; medians over seeds): loss at init, the highest "
                f"training loss in epochs 1-{SPIKE_WINDOW} and when, the share of seeds whose "
