@@ -51,7 +51,7 @@ def test_keras_split_is_the_last_fraction_in_order(tmp_path: Path, n: int) -> No
 
 def test_keras_split_of_blobs_matches_manual_slicing() -> None:
     X, y = make_blobs(n_samples=10, centers=4, n_features=2, cluster_std=1.0, random_state=0)
-    d = load(DataSpec(source="blobs", n=10, classes=4, validation_split=0.2))
+    d = load(DataSpec(source="blobs", n=10, classes=4, validation_split=0.2, split="last"))
     np.testing.assert_array_equal(d.X_train_raw, X[:8].astype(np.float32))
     np.testing.assert_array_equal(d.X_val_raw, X[8:].astype(np.float32))
     np.testing.assert_array_equal(d.y_val, y[8:])
@@ -66,6 +66,48 @@ def test_stratified_split_equals_sklearn() -> None:
     np.testing.assert_array_equal(d.y_train, ref[2])
     np.testing.assert_array_equal(d.y_val, ref[3])
     assert list(class_counts(d.y_val, 3)) == [15, 15, 15]
+
+
+def test_default_split_is_stratified_and_seeded() -> None:
+    """The default keeps every class in both parts in proportion (sklearn's stratified split,
+    random_state = data_seed = 0); Keras' "last" stays available and gives iris's tail."""
+    X, y = load_iris(return_X_y=True)
+    assert DataSpec().split == "stratified" and DataSpec().data_seed == 0
+    d = load(DataSpec(source="iris"))
+    ref = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    np.testing.assert_array_equal(d.y_train, ref[2])
+    np.testing.assert_array_equal(d.y_val, ref[3])
+    assert list(class_counts(d.y_train, 3)) == [40, 40, 40]
+    assert list(class_counts(d.y_val, 3)) == [10, 10, 10]
+    assert data.balance_problem(class_counts(d.y_train, 3), class_counts(d.y_val, 3)) == ""
+    k = load(DataSpec(source="iris", split="last"))
+    assert list(class_counts(k.y_train, 3)) == [50, 50, 20]
+    assert list(class_counts(k.y_val, 3)) == [0, 0, 30]
+    wine = load(DataSpec(source="wine"))
+    tr, va = class_counts(wine.y_train, 3), class_counts(wine.y_val, 3)
+    assert (va > 0).all() and np.abs(va / va.sum() - tr / tr.sum()).max() < 0.02
+
+
+def test_balance_problem_flags_a_missing_class_and_a_share_gap_over_20_points() -> None:
+    text = data.balance_problem([50, 50, 20], [0, 0, 30])
+    assert "lacks classes 0 and 1" in text and "[0, 0, 30]" in text and "[50, 50, 20]" in text
+    assert "unreliable" in text
+    assert data.balance_problem([50, 50], [3, 7]) == ""  # 70% vs 50%: 20 points, allowed
+    gap = data.balance_problem([50, 50], [2, 8])  # 80% vs 50%: 30 points
+    assert "class 1 is 80% of it against 50% of the training set" in gap
+    assert "lacks" not in gap
+    assert data.balance_problem([5, 5], [0, 0]) == ""  # no held-out part, nothing to judge
+    assert data.balance_problem([5, 5], [0, 3], "test").startswith("the test set lacks class 0")
+
+
+def test_class_counts_meta_round_trip_gives_one_warning_per_bad_dataset() -> None:
+    good = DataSpec(source="iris")
+    bad = DataSpec(source="iris", split="last")
+    meta = {data.CLASS_COUNTS_KEY: data.class_counts_meta({good: load(good), bad: load(bad)})}
+    warnings = data.balance_warnings(meta)
+    assert len(warnings) == 1 and warnings[0].startswith("Warning (split=last): The validation")
+    assert data.balance_warnings({}) == [] and data.balance_warnings(
+        {data.CLASS_COUNTS_KEY: "not json"}) == []
 
 
 def test_random_split_equals_seed_004_call() -> None:
@@ -120,7 +162,7 @@ def test_minmax_is_fitted_on_train_only_and_constant_features_survive(tmp_path: 
     y = np.arange(50) % 2
     p = tmp_path / "d.npz"
     np.savez(p, X=X, y=y)
-    d = load(DataSpec(source=f"npz:{p}", preprocess="minmax"))
+    d = load(DataSpec(source=f"npz:{p}", preprocess="minmax", split="last"))
     ref = MinMaxScaler().fit(X[:40])
     np.testing.assert_allclose(d.X_train, ref.transform(X[:40]), atol=1e-6)
     np.testing.assert_allclose(d.X_val, ref.transform(X[40:]), atol=1e-6)
@@ -270,7 +312,7 @@ def test_parquet_like_csv(tmp_path: Path) -> None:
     p = tmp_path / "d.parquet"
     pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0, 1, 0, 1], "t": ["n", "y", "n", "y"]}) \
         .to_parquet(p)
-    d = load(DataSpec(source=f"parquet:{p}", validation_split=0.25))
+    d = load(DataSpec(source=f"parquet:{p}", validation_split=0.25, split="last"))
     np.testing.assert_array_equal(d.X_train, [[1, 0], [2, 1], [3, 0]])
     np.testing.assert_array_equal(d.y_val, [1])
     bad = _csv(tmp_path, "not parquet", "bad.parquet")
@@ -335,7 +377,8 @@ def test_idx_folder_round_trip(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_array_equal(d.X_val, a["t10k-images-idx3-ubyte"].reshape(5, 12) / 256)
     np.testing.assert_array_equal(d.y_val, [9, 0, 1, 2, 3])
     assert d.n_classes == 10 and d.val_label == "test" and d.X_train.dtype == np.float32
-    f = load(DataSpec(source=f"fashion-mnist:{tmp_path / 'm'}", validation_split=0.25))
+    f = load(DataSpec(source=f"fashion-mnist:{tmp_path / 'm'}", validation_split=0.25,
+                        split="last"))
     assert (len(f.y_train), len(f.y_val), f.val_label) == (9, 3, "val")
 
 

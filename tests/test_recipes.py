@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from lrlab import cli, data, engine, nets, recipes, runner
 from lrlab import spec as spec_mod
+from lrlab.recipes import answers
 from lrlab.store import Store
 
 cli_runner = CliRunner()
@@ -129,6 +130,8 @@ def test_every_recipe_runs_with_smoke_and_writes_report_and_answer(name, tmp_pat
         assert words in answer and words in res.output, words
     if name.startswith("iris"):
         assert (d / "keras_loss_2x2.png").stat().st_size > 1000
+    if name in SHORT:
+        _check_short(name, d, answer, res.output)
     stored = runner.Result.load(d).spec
     assert stored == recipes.spec(name, smoke=True, data=data_flag)
     recs = runner.Result.load(d).records()
@@ -141,6 +144,119 @@ def test_every_recipe_runs_with_smoke_and_writes_report_and_answer(name, tmp_pat
         r = recs[0]
         acc = r["history"]["val_acc"][1]
         assert f"Epoch 0: {int(round(acc * n))} / {n}" in answer
+
+
+# ----------------------------------------------------------------------------- short answers
+
+
+SHORT = {  # the line that answers each sub-question of the seed (seed 000: its own test)
+    "tanh-fullbatch": ["Why the loss rises:", "Larger initial weights:", "Wrong gradients? Yes"],
+    "mnist-nielsen": ["Accurate after one epoch:", "Why so fast:"],
+    "mnist-break-recover": ["No recovery:", "Why:", "Not a local minimum"],
+    "iris-keras": ["Test accuracy after", "Best: lr"],
+    "iris-keras-decay": ["Test accuracy after", "Best: lr", "Decay:"],
+    "schedules-tour": ["Winner on median final validation loss:", "Best per family:"],
+}
+
+
+def _short(answer: str) -> list[str]:
+    """The answer's first paragraph after its title, warnings left out."""
+    out = []
+    for line in answer.splitlines()[1:]:
+        if not line.strip():
+            break
+        if not line.startswith("Warning"):
+            out.append(line)
+    return out
+
+
+def _med(xs) -> float:
+    return float(np.median([x for x in xs if x is not None]))
+
+
+def _expected_numbers(name: str, d) -> list[str]:
+    """Numbers the short answer must quote, computed here from the stored records."""
+    recs = runner.Result.load(d).records()
+    if name == "tanh-fullbatch":
+        g = [r for r in recs if r["member"]["lr"] == 1.0 and r["member"]["init_scale"] == 1.0]
+        return [f"at lr 1 the training loss rose above its start "
+                f"({_med(r['history']['train_loss'][0] for r in g):.3g})", "b1 (relative error"]
+    if name == "mnist-nielsen":
+        return [f"'Epoch 0' classifies {round(recs[0]['history']['val_acc'][1] * 500)} / 500"]
+    if name == "mnist-break-recover":
+        h = recs[0]["history"]
+        broken = [a for a, p, e in zip(h["val_acc"], h["phase"], h["epoch"]) if p == 0 and e]
+        return [f"leaves the net at {round(broken[-1] * 500)} / 500"]
+    if name.startswith("iris"):
+        acc = {lr: _med(r["final"]["val_acc"] for r in recs if r["member"]["lr"] == lr)
+               for lr in (0.2, 0.1, 0.03, 0.01)}
+        out = [f"{lr:g}: {100 * a:.1f}%" for lr, a in acc.items()]
+        if name == "iris-keras-decay":
+            store = Store.open(d)
+            try:
+                lrs = store.series(0)["lr"]
+            finally:
+                store.close()
+            out.append(f"the lr is {lrs[-1] / lrs[0]:.3g} x its start")
+        return out
+    configs: dict[str, list[float]] = {}
+    for r in recs:
+        key = repr(sorted((k, str(v)) for k, v in r["member"].items() if k != "seed"))
+        configs.setdefault(key, []).append(r["final"]["val_loss"])
+    return [f"val loss {min(_med(v) for v in configs.values()):.3g}"]
+
+
+def _check_short(name: str, d, answer: str, output: str) -> None:
+    """At most ~120 words, a line per sub-question, numbers that match the store, printed in
+    the terminal and leading the report's answer box."""
+    import html
+
+    short = _short(answer)
+    assert short and sum(len(x.split()) for x in short) <= answers.SHORT_WORDS, short
+    for head in SHORT[name]:
+        assert any(x.startswith(head) for x in short), (head, short)
+    text = " ".join(short)
+    for number in _expected_numbers(name, d):
+        assert number in text, (number, text)
+    assert all(x in output for x in short)
+    assert not any(x.startswith("Warning") for x in answer.splitlines())  # balanced splits
+    page = (d / "report.html").read_text(encoding="utf-8")
+    box = page[page.index("<section id='answer'>"):]
+    box = box[: box.index("</section>")]
+    assert box.index("class=headline>") == box.index("class=headline>Short answer")
+    assert all(html.escape(x.strip(), quote=True) in box for x in short)
+
+
+def test_class_mismatch_is_warned_in_terminal_report_and_answer(tmp_path):
+    """Iris with Keras' "last" split validates on class 2 only: the terminal, report.html and
+    answer.txt say so with the class counts; the stratified default says nothing."""
+    base = ["sweep", "--data", "iris", "--model", "4-8-3", "--lr", "0.1", "--epochs", "2",
+            "--seeds", "1", "--no-probes", "--quiet"]
+    res = _invoke(base + ["--split", "last", "--out", str(tmp_path / "last")])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert "Warning: The validation set lacks classes 0 and 1" in flat
+    assert "(class counts: validation [0, 0, 30], training [50, 50, 20])" in flat
+    assert flat.index("Warning:") < flat.index("val loss (median)")
+    assert cli.UNRELIABLE_NOTE in flat
+    page = (tmp_path / "last" / "report.html").read_text(encoding="utf-8")
+    assert "Validation data unlike the training data" in page and "[0, 0, 30]" in page
+    assert page.index("Validation data unlike") < page.index("class=headline>")
+    res = _invoke(base + ["--out", str(tmp_path / "strat")])
+    assert res.exit_code == 0 and "Warning" not in res.output and "unreliable" not in res.output
+    page = (tmp_path / "strat" / "report.html").read_text(encoding="utf-8")
+    assert "Validation data unlike" not in page
+
+    run = recipes.run("iris-keras", tmp_path / "rk", smoke=True,
+                      extra={"data": {"split": "last"}, "run": {"probes": False}})
+    lines = (run.directory / recipes.ANSWER_FILE).read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("== iris-keras")
+    assert lines[1].startswith("Warning: The validation set lacks classes 0 and 1")
+    assert "validation [0, 0, 38], training [50, 50, 12]" in lines[1]
+    assert answers.UNRELIABLE in lines  # the short answer says its numbers are unreliable
+    assert any("behind this recommendation are unreliable" in x for x in lines)
+    page = (run.directory / "report.html").read_text(encoding="utf-8")
+    assert "Validation data unlike" in page and "[0, 0, 38]" in page
 
 
 def test_break_recover_history_has_both_phases(tmp_path, mnist_pkl):

@@ -291,7 +291,7 @@ def test_sweep_stores_verdicts_export_has_them_and_explain_prints_them(tmp_path)
     from lrlab import cli
     from lrlab.export import records
 
-    doc = {"data": {"source": "blobs", "n": 200, "classes": 4},
+    doc = {"data": {"source": "blobs", "n": 200, "classes": 4, "split": "last"},
            "model": {"hidden": [10, 10, 10, 10], "activation": "relu", "init": "normal:0.05"},
            "train": {"batch_size": 64, "epochs": 12}, "sweep": {"lr": [0.5, 0.001]}}
     out = tmp_path / "exp"

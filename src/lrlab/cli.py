@@ -306,6 +306,27 @@ def _cell(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def print_data_warnings(directory: Path) -> list[str]:
+    """One line per dataset whose held-out part's classes do not match the training part's
+    (returned too)."""
+    from lrlab import data as data_mod
+    from lrlab.store import Store
+
+    store = Store.open(directory)
+    try:
+        meta = store.meta()
+    finally:
+        store.close()
+    lines = data_mod.balance_warnings(meta)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return lines
+
+
+UNRELIABLE_NOTE = ("The recommendation above rests on validation numbers, which are unreliable "
+                   "here: see the warning above the table.")
+
+
 def print_recommendation(directory: Path) -> None:
     from lrlab.store import Store
 
@@ -348,7 +369,7 @@ def sweep(
     shuffle: Annotated[str | None, opt("data order: epoch (new each epoch) | once (one per "
                                        "run, seeded Keras/TF) | none (list = axis)")] = None,
     validation_split: Annotated[float | None, opt("held-out fraction")] = None,
-    split: Annotated[str | None, opt("last (Keras) | stratified | random | given")] = None,
+    split: Annotated[str | None, opt("stratified (default)|last (Keras)|random|given")] = None,
     preprocess: Annotated[str | None, opt("none|standardize|minmax (list = axis)")] = None,
     schedule: Annotated[str | None, typer.Option(help="constant|time_decay|step|multistep|"
                                                  "exponential|cosine|cosine_restarts|onecycle|"
@@ -412,8 +433,11 @@ def run_sweep(spec: Any, target: Path, command: str, quiet: bool, overwrite: boo
 
     with interruptible(), Bar(f"sweep {spec.name}", enabled=not quiet) as bar:
         result = runner.sweep(spec, target, progress=bar, command=command, overwrite=overwrite)
+    warned = print_data_warnings(result.directory)
     out.print(summary_table(result.directory))
     print_recommendation(result.directory)
+    if warned:
+        out.print(UNRELIABLE_NOTE, markup=False, highlight=False)
     out.print(f"report: {result.report_path}", markup=False, highlight=False)
 
 

@@ -20,11 +20,18 @@ format only, Nielsen's `mnist.pkl.gz`, and through an unpickler that accepts not
 NumPy arrays (see `_SafeUnpickler`), so a crafted file cannot run code.
 
 Splits (fraction `f = validation_split`):
+- `stratified` (the default): `train_test_split(test_size=f, random_state=data_seed,
+  stratify=y)`: every class in both parts, in proportion; `data_seed` (default 0) fixes it, so
+  a run is reproducible;
 - `last`: Keras `validation_split`: `split_at = int(n * (1 - f))`, train `[:split_at]`,
-  validation `[split_at:]`, in the order the samples come, before any shuffling;
-- `stratified`: `train_test_split(test_size=f, random_state=data_seed, stratify=y)`;
-- `random`: the same without `stratify`;
+  validation `[split_at:]`, in the order the samples come, before any shuffling (on a
+  class-sorted set such as iris or wine the validation part is one class);
+- `random`: `train_test_split` without `stratify`;
 - `given`: the source's own test set (MNIST formats, npz with `X_test`), `val_label="test"`.
+
+Whatever the split, `balance_problem` says when the held-out part lacks a class the training
+part has, or a class's share differs between the parts by more than `MAX_SHARE_GAP`; the
+runner stores both parts' class counts (`class_counts_meta`) for the report and the answers.
 """
 
 from __future__ import annotations
@@ -36,9 +43,10 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +124,95 @@ class _Raw:
 def class_counts(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Samples per class, int64 `[n_classes]`."""
     return np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.int64)
+
+
+MAX_SHARE_GAP = 0.20
+"""Largest allowed difference between a class's share of the held-out part and of the
+training part (20 points); beyond it the held-out loss and accuracy weigh the classes unlike
+the data the net was trained on."""
+
+CLASS_COUNTS_KEY = "class_counts"
+"""The store's meta key holding both parts' class counts (JSON, see `class_counts_meta`)."""
+
+
+def _classes(ks: Sequence[int]) -> str:
+    names = [str(k) for k in ks]
+    word = "class" if len(names) == 1 else "classes"
+    return f"{word} {names[0]}" if len(names) == 1 else \
+        f"{word} {', '.join(names[:-1])} and {names[-1]}"
+
+
+def balance_problem(train: Sequence[int], val: Sequence[int], val_label: str = "val") -> str:
+    """One sentence on what is wrong with the held-out part's classes; "" when nothing is.
+
+    Wrong: it lacks a class the training part has, or some class's share of it differs from
+    the class's share of the training part by more than MAX_SHARE_GAP.
+
+    >>> balance_problem([50, 50, 20], [0, 0, 30])[:60]
+    'the validation set lacks classes 0 and 1, which the training'
+    >>> balance_problem([40, 40, 40], [10, 10, 10])
+    ''
+    """
+    tr = np.asarray(train, dtype=np.float64)
+    va = np.asarray(val, dtype=np.float64)
+    if va.sum() == 0 or tr.sum() == 0:
+        return ""
+    part = "test set" if val_label == "test" else "validation set"
+    missing = [k for k in range(len(tr)) if tr[k] > 0 and va[k] == 0]
+    gap = va / va.sum() - tr / tr.sum()
+    shifted = [k for k in range(len(tr)) if abs(gap[k]) > MAX_SHARE_GAP and k not in missing]
+    if not missing and not shifted:
+        return ""
+    bits = []
+    if missing:
+        bits.append(f"lacks {_classes(missing)}, which the training set has")
+    if shifted:
+        k = max(shifted, key=lambda j: abs(gap[j]))
+        bits.append(f"class {k} is {100 * va[k] / va.sum():.0f}% of it against "
+                    f"{100 * tr[k] / tr.sum():.0f}% of the training set")
+    counts = (f"class counts: {part.split()[0]} {[int(x) for x in va]}, training "
+              f"{[int(x) for x in tr]}")
+    return (f"the {part} {', and '.join(bits)} ({counts}); its loss and accuracy do not "
+            "measure what the net learned, so conclusions drawn from them (best lr, "
+            "overfitting) are unreliable. split = \"stratified\" keeps every class in both "
+            "parts in proportion")
+
+
+def class_counts_meta(datasets: Mapping[DataSpec, Dataset]) -> str:
+    """Both parts' class counts of each distinct dataset of a sweep, as the JSON the store
+    keeps under CLASS_COUNTS_KEY: `[{"data": LABEL, "train": [...], "val": [...],
+    "val_label": "val"|"test"}, ...]`; LABEL names the data keys that differ ("" for one)."""
+    import json
+
+    specs = list(datasets)
+    keys = [f.name for f in fields(DataSpec)
+            if len({repr(getattr(s, f.name)) for s in specs}) > 1 and f.name != "preprocess"]
+    out: list[dict[str, Any]] = []
+    for s, ds in datasets.items():
+        item = {"data": ", ".join(f"{k}={getattr(s, k)}" for k in keys),
+                "train": class_counts(ds.y_train, ds.n_classes).tolist(),
+                "val": class_counts(ds.y_val, ds.n_classes).tolist(),
+                "val_label": ds.val_label}
+        if item not in out:
+            out.append(item)
+    return json.dumps(out)
+
+
+def balance_warnings(meta: Mapping[str, str]) -> list[str]:
+    """The warning sentences for a store's meta (one per dataset with a problem)."""
+    import json
+
+    try:
+        items = json.loads(meta.get(CLASS_COUNTS_KEY, "[]"))
+    except ValueError:
+        return []
+    out = []
+    for it in items if isinstance(items, list) else []:
+        text = balance_problem(it.get("train", []), it.get("val", []), it.get("val_label", "val"))
+        if text:
+            where = f" ({it['data']})" if it.get("data") else ""
+            out.append(f"Warning{where}: {text[0].upper()}{text[1:]}.")
+    return out
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -773,7 +870,8 @@ def _sklearn_split(X: np.ndarray, y: np.ndarray, f: float, ds: DataSpec):
         )
     except ValueError as exc:
         raise bad_value("[data].split", ds.split, f"a split this data allows with "
-                        f"validation_split={f} ({exc}); try split = \"random\"") from None
+                        f"validation_split={f} ({exc}); try split = \"random\" or "
+                        "\"last\", or a larger validation_split") from None
     return (X_tr, y_tr), (X_va, y_va)
 
 

@@ -1702,9 +1702,67 @@ def _answer_summary(exp: Experiment, recs_json: list[dict[str, Any]]) -> str:
             + render_table(t))
 
 
+def data_warnings(exp: Experiment) -> list[str]:
+    """Warnings about the held-out part's classes, from the class counts the runner stored
+    (recomputed from the data for a store written before they were kept)."""
+    from lrlab import data as data_mod
+
+    if data_mod.CLASS_COUNTS_KEY in exp.meta or exp.spec is None:
+        return data_mod.balance_warnings(exp.meta)
+    from lrlab import spec as spec_mod
+
+    datasets = {}
+    for m in spec_mod.members(exp.spec):
+        if m.data not in datasets and (ds := exp.dataset(m.index)) is not None:
+            datasets[m.data] = ds
+    meta = {data_mod.CLASS_COUNTS_KEY: data_mod.class_counts_meta(datasets)} if datasets else {}
+    return data_mod.balance_warnings(meta)
+
+
+def short_answer(directory: Path) -> tuple[str, list[str]]:
+    """A recipe's question and short answer: answer.txt's title line (`== NAME: question`)
+    and its first paragraph (the lines up to the first blank one, warnings left out); ("", [])
+    when the experiment has no answer.txt or it does not open with a short answer."""
+    from lrlab.recipes import ANSWER_FILE
+
+    path = Path(directory) / ANSWER_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return "", []
+    if not lines or not lines[0].startswith("== "):
+        return "", []
+    para: list[str] = []
+    for line in lines[1:]:
+        if not line.strip():
+            break
+        if not line.startswith("Warning"):
+            para.append(line.strip())
+    if not para or any(x.startswith("experiment:") for x in para):  # no short answer first
+        return "", []
+    return lines[0][3:].strip(), para
+
+
+def _answer_lead(exp: Experiment) -> str:
+    """The top of the answer box: data warnings, then a recipe's short answer."""
+    out = [f"<p class=warn><b>Validation data unlike the training data.</b> "
+           f"{_e(w.removeprefix('Warning').lstrip(': '))}</p>" for w in data_warnings(exp)]
+    title, para = short_answer(exp.directory)
+    if para:
+        out.append(f"<div class=answer><p class=group>{_e(title)}</p><p class=headline>Short "
+                   "answer</p>" + "".join(f"<p>{_e(x)}</p>" for x in para)
+                   + f"<p class=muted>From {_e('answer.txt')}; the details follow.</p></div>")
+    return "".join(out)
+
+
 def sec_answer(exp: Experiment, prefix: str = "") -> str:
     if not exp.recs:
         return "<p>No finished runs yet; <code>lrlab resume DIR</code> finishes the sweep.</p>"
+    lead = _answer_lead(exp)
+    return lead + _sec_answer_blocks(exp, prefix)
+
+
+def _sec_answer_blocks(exp: Experiment, prefix: str = "") -> str:
     recs_json = _recommendations(exp)
     lines = dict(lines_of(exp.recs))
     parts = []

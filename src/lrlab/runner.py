@@ -632,6 +632,7 @@ def _run(s: Spec, datasets: Mapping[Any, data_mod.Dataset], directory: Path, res
         store = Store.create(directory, _meta(s, command, size, data_print),
                              [(m.index, c.index, m.swept) for c in cohorts for m in c.members])
     try:
+        store.set_meta(**{data_mod.CLASS_COUNTS_KEY: data_mod.class_counts_meta(datasets)})
         _write_spec_file(directory, store)
         done_ids = store.finished_ids()
         todo = [c for c in cohorts if not all(m.index in done_ids for m in c.members)]

@@ -36,10 +36,12 @@ class DataSpec:
     classes: int = 4  # synthetic sets with a class count (blobs, spiral)
     features: int = 2  # blobs: input dimension
     noise: float | None = None  # synthetic noise (blobs: cluster_std); None = the set's default
-    data_seed: int = 0  # seed of the synthetic generator and of seeded splits
+    data_seed: int = 0  # seed of the synthetic generator and of the stratified/random split
     preprocess: str = "none"  # none | standardize | minmax (fit on the training part only)
     validation_split: float = 0.2  # fraction held out for validation
-    split: str = "last"  # last (Keras) | stratified | random | given (the source's own test set)
+    # stratified (seeded by data_seed: every class in both parts, in proportion) | last (Keras'
+    # validation_split: the last fraction, one class on class-sorted sets) | random | given
+    split: str = "stratified"
     label_column: str | None = None  # CSV / Parquet: the label column (default: the last one)
     limit: int | None = None  # keep only the first N training samples (smoke runs)
 

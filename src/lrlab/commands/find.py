@@ -34,7 +34,7 @@ def find(
     first_seed: Annotated[int | None, opt("first seed (seeds S..S+N-1)")] = None,
     batch_size: Annotated[str | None, opt("minibatch size, 0 = full batch")] = None,
     validation_split: Annotated[float | None, opt("held-out fraction")] = None,
-    split: Annotated[str | None, opt("last (Keras) | stratified | random | given")] = None,
+    split: Annotated[str | None, opt("stratified (default)|last (Keras)|random|given")] = None,
     preprocess: Annotated[str | None, opt("none|standardize|minmax")] = None,
     n: Annotated[int | None, opt("synthetic data: samples")] = None,
     classes: Annotated[int | None, opt("synthetic data: classes")] = None,

@@ -17,6 +17,7 @@ from lrlab.cli import (
     fail,
     interruptible,
     out,
+    print_data_warnings,
     print_recommendation,
     summary_table,
 )
@@ -98,6 +99,7 @@ def run(
                                overwrite=overwrite)
     except LrlabError as exc:
         raise fail(exc) from None
+    print_data_warnings(done.directory)
     out.print(summary_table(done.directory))
     print_recommendation(done.directory)
     _say("")

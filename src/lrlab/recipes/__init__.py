@@ -210,23 +210,29 @@ def run(name: str, out: str | Path | None = None, *, smoke: bool = False,
     """Run a recipe (a sweep of its spec), then answer its question; the answer is also
     written to `answer.txt` in the experiment folder. Default folder: runs/NAME[-smoke].
     `overwrite` replaces the lrlab result there (runner.sweep)."""
-    from lrlab import runner
+    from lrlab import report, runner
 
     s = spec(name, smoke=smoke, seeds=seeds, epochs=epochs, data=data, extra=extra)
     target = Path(out) if out else Path("runs") / (name + ("-smoke" if smoke else ""))
-    result = runner.sweep(s, target, progress=progress, command=command, overwrite=overwrite)
+    result = runner.sweep(s, target, progress=progress, command=command, overwrite=overwrite,
+                          report=False)
     lines = answer(name, result.directory)
     (Path(result.directory) / ANSWER_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report.build(result.directory)  # after answer.txt: the report's answer box leads with it
     return RecipeRun(name, result, lines)
 
 
 def answer(name: str, directory: str | Path) -> list[str]:
-    """The recipe's answer to its question, as lines of text, from a finished experiment."""
+    """The recipe's answer to its question, as lines of text, from a finished experiment.
+
+    The first line is the title (`== NAME (seed S): question`); a warning about the held-out
+    part's classes, when there is one, follows it, so it tops every answer."""
     from lrlab.recipes import answers
 
     r = get(name)
     fn = getattr(answers, r.answer) if r.answer else answers.generic
-    return fn(Path(directory), r)
+    lines = fn(Path(directory), r)
+    return lines[:1] + answers.data_warnings(Path(directory)) + lines[1:]
 
 
 __all__ = ["ANSWER_FILE", "EXAMPLES", "REGISTRY", "Recipe", "RecipeRun", "answer", "document",

@@ -95,26 +95,63 @@ def verdict_lines(recs: Sequence[dict[str, Any]], title: str = "lrlab's verdicts
     return out
 
 
-def recommendation_lines(directory: Path) -> Lines:
-    import json
-
+def _meta(directory: Path) -> dict[str, str]:
     from lrlab.store import Store
 
     store = Store.open(directory)
     try:
-        recs = json.loads(store.meta().get("recommendation", "[]"))
+        return store.meta()
     finally:
         store.close()
+
+
+def data_warnings(directory: Path) -> Lines:
+    """The stored class counts' warnings: the held-out part lacks a class, or its shares are off."""
+    from lrlab import data
+
+    return data.balance_warnings(_meta(directory))
+
+
+UNRELIABLE = ("The validation numbers above are unreliable here: the validation set's classes "
+              "do not match the training set's (see the warning).")
+
+
+def recommendation_lines(directory: Path) -> Lines:
+    import json
+
+    recs = json.loads(_meta(directory).get("recommendation", "[]"))
     out = []
     for r in recs:
         head = f"[{r['group']}] " if len(recs) > 1 else ""
         out.append(f"- {head}{r['text']}")
+    if out and data_warnings(directory):
+        out.append("  " + UNRELIABLE.replace("above", "behind this recommendation"))
     return (["Recommendation:"] + out) if out else []
 
 
 def header(directory: Path, recipe: Any) -> Lines:
     seed = f" (seed {recipe.seed})" if recipe.seed else ""
     return [f"== {recipe.name}{seed}: {recipe.question}", f"   experiment: {directory}"]
+
+
+SHORT_WORDS = 120
+"""The short answer that opens an answer: at most about this many words in all."""
+
+
+def opening(directory: Path, recipe: Any, short: Sequence[str], uses_val: bool = True) -> Lines:
+    """The head of an answer: the title, the short answer (one line per sub-question, each
+    with its key number), a blank line, then the experiment folder; the details follow.
+
+    The short answer is the answer's first paragraph (the report's answer box shows it).
+    When the validation set's classes do not match training and the short answer quotes
+    validation numbers (`uses_val`), it ends by saying so."""
+    title, folder = header(directory, recipe)
+    tail = [UNRELIABLE] if uses_val and data_warnings(directory) else []
+    return [title, *short, *tail, "", folder]
+
+
+def word_count(lines: Sequence[str]) -> int:
+    return sum(len(x.split()) for x in lines)
 
 
 def history_keys(recs: Sequence[dict[str, Any]], words: Sequence[str]) -> list[str]:
@@ -456,15 +493,16 @@ def blobs(directory: Path, recipe: Any) -> Lines:
 # ----------------------------------------------------------------------------- seed 001
 
 
-def gradcheck_lines(example: Path | None) -> Lines:
-    """The gradient check of the question's own numpy network (and of its corrected copy)."""
+def gradcheck_lines(example: Path | None, res: Any = None) -> Lines:
+    """The gradient check of the question's own numpy network (and of its corrected copy);
+    `res`: its `gradcheck.check_file` result when already computed."""
     if example is None or not example.is_file():
         return []
     from lrlab.gradcheck import check_file
 
     out = [f"Are the gradients calculated wrong? `lrlab gradcheck {example}` on the "
            "question's own back_prop:"]
-    res = check_file(example)
+    res = check_file(example) if res is None else res
     out += ["    " + line for line in res.lines()]
     if res.wrong:
         out.append(f"  -> wrong: {', '.join(res.wrong)} (db1 = np.sum(dZ1, keepdims=True) sums "
@@ -485,12 +523,97 @@ SPIKE_WINDOW = 10
 as the early spike."""
 
 
+def _spike_stats(g: Sequence[dict[str, Any]], sharp: str | None) -> dict[str, Any]:
+    """Medians over the seeds of one configuration: loss at init, the highest training loss
+    in epochs 1..SPIKE_WINDOW and its epoch, seeds whose loss rose above its start, the final
+    training loss, and the sharpness at init and at the end (when probed)."""
+    starts, peaks, when, spiked, finals, s0, s_end = [], [], [], 0, [], [], []
+    for r in g:
+        loss = r["history"]["train_loss"]
+        start = loss[0]
+        window = [(x if x is not None else math.inf) for x in loss[1:SPIKE_WINDOW + 1]]
+        if start is None or not window:
+            continue
+        k = int(np.argmax(window))
+        starts.append(start)
+        peaks.append(window[k])
+        when.append(k + 1)
+        spiked += window[k] > start
+        finals.append(r["final"]["train_loss"] if r["status"] == "ok" else None)
+        if sharp:
+            col = r["history"][sharp]
+            s0.append(col[0])
+            s_end.append(next((v for v in reversed(col) if v is not None), None))
+    return {"start": _median(starts), "peak": _median(peaks), "when": _median(when),
+            "spiked": spiked, "n": len(g), "final": _median(finals),
+            "sharp0": _median(s0), "sharp_end": _median(s_end)}
+
+
+def _tanh_short(recs: Sequence[dict[str, Any]], sharp: str | None, res: Any) -> Lines:
+    """Seed 001 in a few lines: why the loss rises at a larger lr, what larger initial weights
+    do, and whether the gradients are wrong; every number from the store or the check."""
+    stats: dict[tuple[float, float], dict[str, Any]] = {}
+    for _label, g in group(recs).items():
+        m = g[0]["member"]
+        stats[(float(m.get("init_scale", 1.0)), float(m.get("lr", 0.0)))] = \
+            _spike_stats(g, sharp)
+    base = sorted(lr for sc, lr in stats if sc == 1.0) or sorted({lr for _, lr in stats})
+    if not base:
+        return []
+    scale = 1.0 if any(sc == 1.0 for sc, _ in stats) else min(sc for sc, _ in stats)
+    lo = 0.01 if 0.01 in base else base[0]
+    hi = 1.0 if 1.0 in base and lo != 1.0 else base[-1]
+    a, b = stats[(scale, lo)], stats[(scale, hi)]
+    out = []
+    rose = f"rose above its start ({_f(b['start'])}) in {b['spiked']}/{b['n']} seeds"
+    if b["spiked"]:
+        rose += f", to {_f(b['peak'])} at epoch {_f(b['when'], 2)}"
+    line = (f"Why the loss rises: at lr {hi:g} the training loss {rose}; at lr {lo:g} in "
+            f"{a['spiked']}/{a['n']}.")
+    first = next((lr for lr in base if stats[(scale, lr)]["spiked"] * 2 > stats[(scale, lr)]
+                  ["n"]), None)
+    if sharp and b["sharp0"]:
+        line += (f" A step overshoots along curvature above 2/lr; the sharpness at init is "
+                 f"{_f(b['sharp0'])}, so the edge is lr {2 / b['sharp0']:.3g}")
+        line += (f", and most seeds' loss first rises at lr {first:g}." if first is not None
+                 else "; no swept lr made most seeds' loss rise.")
+    elif first is not None:
+        line += f" Most seeds' loss first rises at lr {first:g}: the step overshoots the valley."
+    out.append(line)
+    big = max(sc for sc, _ in stats)
+    if big != scale and (big, lo) in stats:
+        c = stats[(big, lo)]
+        out.append(f"Larger initial weights: x{big:g} raises the loss at init from "
+                   f"{_f(a['start'])} to {_f(c['start'])}; at lr {lo:g} it ends at "
+                   f"{_f(c['final'])} against {_f(a['final'])}.")
+    if res is not None:
+        good = [row for row in res.rows if row.ok]
+        bad = [row for row in res.rows if not row.ok]
+        if bad:
+            worst = ", ".join(f"{row.name} (relative error {row.rel_error:.2g})" for row in bad)
+            out.append(f"Wrong gradients? Yes, one: {worst}, from np.sum without axis=1; the "
+                       f"other {len(good)} agree with finite differences (worst "
+                       f"{max((row.rel_error for row in good), default=0.0):.1g}). lrlab trains "
+                       "with checked gradients, so any rise comes from the lr, not the bug.")
+        else:
+            out.append(f"Wrong gradients? No: all {len(good)} arrays agree with finite "
+                       "differences.")
+    return out
+
+
 def tanh(directory: Path, recipe: Any) -> Lines:
     """Seed 001: the early loss spike per lr and init scale, and the gradient check."""
     recs = records(directory)
-    out = header(directory, recipe)
-    out += gradcheck_lines(recipe.example_path)
-    sharp = history_keys(recs, ("sharpness",))
+    sharp_keys = history_keys(recs, ("sharpness",))
+    sharp = sharp_keys[0] if sharp_keys else None
+    example = recipe.example_path
+    res = None
+    if example is not None and example.is_file():
+        from lrlab import gradcheck
+
+        res = gradcheck.check_file(example)
+    out = opening(directory, recipe, _tanh_short(recs, sharp, res), uses_val=False)
+    out += gradcheck_lines(example, res)
     out.append(f"The early spike (full-batch GD; medians over seeds): loss at init, the highest "
                f"training loss in epochs 1-{SPIKE_WINDOW} and when, the share of seeds whose "
                "loss rose above its start, the final training loss."
@@ -505,29 +628,13 @@ def tanh(directory: Path, recipe: Any) -> Lines:
                + "verdicts")
     for _label, g in _sorted_groups(recs, ("init_scale", "lr")):
         m = g[0]["member"]
-        starts, peaks, when, spiked, finals, s0, s_end = [], [], [], 0, [], [], []
-        for r in g:
-            loss = r["history"]["train_loss"]
-            start = loss[0]
-            window = [(x if x is not None else math.inf) for x in loss[1:SPIKE_WINDOW + 1]]
-            if start is None or not window:
-                continue
-            k = int(np.argmax(window))
-            starts.append(start)
-            peaks.append(window[k])
-            when.append(k + 1)
-            spiked += window[k] > start
-            finals.append(r["final"]["train_loss"] if r["status"] == "ok" else None)
-            if sharp:
-                col = r["history"][sharp[0]]
-                s0.append(col[0])
-                s_end.append(next((v for v in reversed(col) if v is not None), None))
+        st = _spike_stats(g, sharp)
         lr = float(m.get("lr", 0.0))
-        row = (f"{_value(m.get('init_scale', 1.0)):>10}{lr:>7g}  {_f(_median(starts)):>7}  "
-               f"{_f(_median(peaks)):>8}  {_f(_median(when), 2):>5}  "
-               f"{spiked:>3}/{len(g):<2}  {_f(_median(finals)):>7}  ")
+        row = (f"{_value(m.get('init_scale', 1.0)):>10}{lr:>7g}  {_f(st['start']):>7}  "
+               f"{_f(st['peak']):>8}  {_f(st['when'], 2):>5}  "
+               f"{st['spiked']:>3}/{len(g):<2}  {_f(st['final']):>7}  ")
         if sharp:
-            row += f"{_f(_median(s0)):>8}  {_f(_median(s_end)):>9}  {2 / lr:>7.3g}  "
+            row += f"{_f(st['sharp0']):>8}  {_f(st['sharp_end']):>9}  {2 / lr:>7.3g}  "
         out.append(row + label_counts(g))
     asked = [r for r in recs if r["member"].get("lr") in (0.01, 1.0)
              and r["member"].get("init_scale", 1.0) == 1.0]
@@ -574,8 +681,8 @@ def nielsen(directory: Path, recipe: Any) -> Lines:
     """Seed 003: Nielsen's printout per seed, and the accuracies after epochs 1 and 5."""
     recs = records(directory)
     ms = Members(directory)
-    out = header(directory, recipe)
     n = _n_test(ms, recs[0]["id"]) if recs else 0
+    out = opening(directory, recipe, _nielsen_short(recs, ms, n))
     for r in recs:
         out.append(f"seed {r['member'].get('seed')}: net.SGD(training_data, "
                    f"{len(r['history']['epoch']) - 1}, 10, 3.0, test_data=test_data)")
@@ -593,6 +700,37 @@ def nielsen(directory: Path, recipe: Any) -> Lines:
     out.append("The question's own run (784-20-10): Epoch 0: 8992 / 10000, Epoch 1: 9181, "
                "Epoch 4: 9284.")
     out += verdict_lines(recs)
+    return out
+
+
+def _over_seeds(xs: Sequence[Any]) -> str:
+    """"median of 3 seeds, 8990-9102" (the range over seeds), or "1 seed"."""
+    if len(xs) == 1:
+        return "1 seed"
+    return f"median of {len(xs)} seeds, {min(xs)}-{max(xs)}"
+
+
+def _nielsen_short(recs: Sequence[dict[str, Any]], ms: Members, n: int) -> Lines:
+    """Seed 003, the fresh net: accuracy after one epoch and why one epoch is enough."""
+    if not recs:
+        return []
+    one = [int(round(r["history"]["val_acc"][1] * n)) for r in recs
+           if len(r["history"]["val_acc"]) > 1 and r["history"]["val_acc"][1] is not None]
+    fin = [int(round(r["final"]["val_acc"] * n)) for r in recs
+           if r["final"]["val_acc"] is not None]
+    m = ms.by_id[recs[0]["id"]]
+    n_train = len(ms.dataset(recs[0]["id"]).y_train)
+    steps = math.ceil(n_train / m.train.batch_size) if m.train.batch_size else 1
+    out = []
+    if one:
+        out.append(f"Accurate after one epoch: 'Epoch 0' classifies {int(np.median(one))} / {n} "
+                   f"test images ({_over_seeds(one)}).")
+    out.append(f"Why so fast: one epoch is already {steps:,} SGD steps ({n_train:,} images in "
+               f"batches of {m.train.batch_size}) at eta {m.train.lr:g}, each moving every "
+               "weight.")
+    if fin:
+        out.append(f"After all {len(recs[0]['history']['epoch']) - 1} epochs: "
+                   f"{int(np.median(fin))} / {n} ({_over_seeds(fin)}).")
     return out
 
 
@@ -623,12 +761,20 @@ def break_recover(directory: Path, recipe: Any) -> Lines:
     """Seed 003: break with lr 300, recover at lr 3.0: accuracies and saturation."""
     recs = records(directory)
     ms = Members(directory)
-    out = header(directory, recipe)
     if not recs:
-        return out
+        return header(directory, recipe)
     n = _n_test(ms, recs[0]["id"])
     sp = ms.spec
     p2 = dict(sp.phases[0].overrides) if sp.phases else {}
+    ds = ms.dataset(recs[0]["id"])
+    arch = ms.arch(recs[0]["id"])
+    sat = {}  # (member id, "fresh init" | "broken+recovered") -> saturation()
+    for r in recs:
+        w = ms.weights(r["id"])
+        for label, params in (("fresh init", ms.init(r["id"])), ("broken+recovered", w)):
+            if params is not None:
+                sat[(r["id"], label)] = saturation(params, ds.X_val, arch)
+    out = opening(directory, recipe, _break_short(recs, sat, n, sp, p2))
     out.append(f"phase 1: SGD(training_data, {sp.train.epochs}, {sp.train.batch_size}, "
                f"{sp.train.lr:g}); phase 2 from those weights: SGD(training_data, "
                f"{p2.get('epochs', sp.train.epochs)}, {p2.get('batch_size')}, {p2.get('lr')})")
@@ -654,19 +800,16 @@ def break_recover(directory: Path, recipe: Any) -> Lines:
                    f"{_correct(best, n)})")
     out.append("The question's run: broken ~3300-3900 / 10000, then 3905 ... 3966 after 30 "
                "recovery epochs; a fresh net: 8992 after one epoch.")
-    ds = ms.dataset(recs[0]["id"])
-    arch = ms.arch(recs[0]["id"])
     out.append(f"Why no recovery (saturation on the test images; a sigmoid counts as saturated "
                f"when its output is below {SATURATED} or above {1 - SATURATED}, where its slope "
                "a(1-a) < 0.02):")
     out.append(f"{'':<22}{'hidden sat.':>11}  {'stuck units':>11}  {'hidden slope':>12}  "
                f"{'output sat.':>11}  {'|W1| rms':>8}  {'|W2| rms':>8}")
     for r in recs:
-        w = ms.weights(r["id"])
-        for label, p in (("fresh init", ms.init(r["id"])), ("broken+recovered", w)):
-            if p is None:
+        for label in ("fresh init", "broken+recovered"):
+            if (r["id"], label) not in sat:
                 continue
-            s = saturation(p, ds.X_val, arch)
+            s = sat[(r["id"], label)]
             out.append(f"  seed {r['member'].get('seed')} {label:<15}"
                        f"{_pct(s['hidden_saturated']):>11}  {_pct(s['hidden_units_stuck']):>11}"
                        f"  {s['hidden_mean_slope']:>12.4f}  {_pct(s['output_saturated']):>11}"
@@ -686,6 +829,50 @@ def break_recover(directory: Path, recipe: Any) -> Lines:
     return out
 
 
+def _phase_accs(h: dict[str, list[Any]]) -> tuple[float | None, float | None, float | None]:
+    """Accuracy at the end of phase 1, at the end of phase 2, and the best of phase 2."""
+    ph, acc = h.get("phase") or [], h["val_acc"]
+    p1 = [a for a, p, e in zip(acc, ph, h["epoch"]) if e > 0 and p == 0 and a is not None]
+    p2 = [a for a, p in zip(acc, ph) if p == 1 and a is not None]
+    return (p1[-1] if p1 else None, p2[-1] if p2 else None, max(p2) if p2 else None)
+
+
+def _break_short(recs: Sequence[dict[str, Any]], sat: dict[tuple[int, str], dict[str, float]],
+                 n: int, sp: Any, p2: dict[str, Any]) -> Lines:
+    """Seed 003, the broken net: how far it recovers, why not further, and why it is no local
+    minimum; medians over seeds, saturation from the stored final weights on the test images."""
+    accs = [_phase_accs(r["history"]) for r in recs]
+
+    def med(i: int) -> str:
+        return _correct(_median(a[i] for a in accs), n)
+
+    def sat_med(label: str, key: str) -> float | None:
+        return _median(v[key] for (mid, lab), v in sat.items() if lab == label)
+
+    epochs2 = p2.get("epochs", sp.train.epochs)
+    out = [f"No recovery: lr {sp.train.lr:g} (batch {sp.train.batch_size}) leaves the net at "
+           f"{med(0)} / {n} test images; {epochs2} epochs at lr {p2.get('lr')} (batch "
+           f"{p2.get('batch_size')}) end at {med(1)} (best {med(2)}; "
+           f"{'median of ' if len(recs) > 1 else ''}{len(recs)} seed{'s' if len(recs) > 1 else ''}"
+           ")."]
+    h, h0 = sat_med("broken+recovered", "hidden_saturated"), sat_med("fresh init",
+                                                                      "hidden_saturated")
+    if h is not None and h0 is not None:
+        out.append(
+            f"Why: {_pct(h)} of hidden and {_pct(sat_med('broken+recovered', 'output_saturated'))}"
+            f" of output sigmoids are saturated (fresh init: {_pct(h0)} and "
+            f"{_pct(sat_med('fresh init', 'output_saturated'))}); "
+            f"{_pct(sat_med('broken+recovered', 'hidden_units_stuck'))} of hidden units are "
+            "stuck.")
+        out.append(
+            "Not a local minimum but a flat plateau: backprop multiplies each gradient by the "
+            f"sigmoid slope, whose hidden mean is "
+            f"{sat_med('broken+recovered', 'hidden_mean_slope'):.3g} against "
+            f"{sat_med('fresh init', 'hidden_mean_slope'):.3g} fresh, so lr "
+            f"{p2.get('lr')} barely moves the weights.")
+    return out
+
+
 def _last_of_phase(h: dict[str, list[Any]], key: str, phase: int) -> float | None:
     vals = [v for v, p, e in zip(h.get(key, []), h.get("phase", []), h["epoch"])
             if p == phase and e > 0 and v is not None]
@@ -700,13 +887,14 @@ def iris(directory: Path, recipe: Any) -> Lines:
     from lrlab.store import Store
 
     recs = records(directory)
-    out = header(directory, recipe)
     store = Store.open(directory)
     try:
-        last_lr = {r["id"]: (store.series(r["id"]).get("lr") or [None])[-1] for r in recs}
+        lr_series = {r["id"]: store.series(r["id"]).get("lr") or [None] for r in recs}
     finally:
         store.close()
+    last_lr = {k: v[-1] for k, v in lr_series.items()}
     groups = sorted(group(recs).values(), key=lambda g: -g[0]["member"].get("lr", 0.0))
+    out = opening(directory, recipe, _iris_short(directory, groups, lr_series))
     for g in groups:  # the article's order: l_r = [0.2, 0.1, 0.03, 0.01]
         lr = g[0]["member"].get("lr", 0.0)
         accs = [r["final"]["val_acc"] for r in g]
@@ -724,6 +912,51 @@ def iris(directory: Path, recipe: Any) -> Lines:
     out.append(f"The article's 2x2 figure (Keras' training loss, the running mean over each "
                f"epoch's batches, and validation loss, per lr): {fig}")
     out += verdict_lines(recs) + recommendation_lines(directory)
+    return out
+
+
+def _stored_recommendations(directory: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        val = json.loads(_meta(directory).get("recommendation", "[]"))
+    except ValueError:
+        return []
+    return [r for r in val if isinstance(r, dict)] if isinstance(val, list) else []
+
+
+def _iris_short(directory: Path, groups: Sequence[Sequence[dict[str, Any]]],
+                lr_series: dict[int, list[Any]]) -> Lines:
+    """Seed 004: test accuracy per lr, the recommended lr, verdicts, and what decay did."""
+    if not groups:
+        return []
+    epochs = max(len(r["history"]["epoch"]) - 1 for g in groups for r in g)
+    n = max(len(g) for g in groups)
+    accs = []
+    for g in groups:
+        med = _median(r["final"]["val_acc"] for r in g)
+        accs.append(f"{g[0]['member'].get('lr', 0.0):g}: "
+                    + ("-" if med is None else f"{100 * med:.1f}%"))
+    seeds = f"median of {n} seeds" if n > 1 else "1 seed"
+    out = [f"Test accuracy after {epochs} epochs ({seeds}): lr " + ", ".join(accs) + "."]
+    for rec in _stored_recommendations(directory)[:1]:
+        best = rec.get("best_lr")
+        g = next((g for g in groups if best is not None
+                  and math.isclose(g[0]["member"].get("lr", 0.0), best, rel_tol=1e-9)), None)
+        if g is not None:
+            acc = [100 * r["final"]["val_acc"] for r in g if r["final"]["val_acc"] is not None]
+            span = f", seeds {min(acc):.1f}-{max(acc):.1f}%" if len(acc) > 1 else ""
+            out.append(f"Best: lr {best:g}, lowest median validation loss "
+                       f"{_f(_median(r['final']['val_loss'] for r in g))}{span}.")
+    out.append("Verdicts: " + "; ".join(f"lr {g[0]['member'].get('lr', 0.0):g} "
+                                        f"{label_counts(g)}" for g in groups) + ".")
+    ratios = [v[-1] / v[0] for v in lr_series.values() if v and v[0] and v[-1] is not None]
+    ratio = _median(ratios)
+    if ratio is not None and not math.isclose(ratio, 1.0, rel_tol=1e-6):
+        steps = _median(len(v) for v in lr_series.values())
+        top = groups[0][0]["member"].get("lr", 0.0)
+        out.append(f"Decay: by the last of {steps:.0f} steps the lr is {ratio:.3g} x its start "
+                   f"(lr {top:g} ends at {top * ratio:.3g}), so late steps are smaller.")
     return out
 
 
@@ -779,7 +1012,7 @@ def keras_loss_grid(directory: Path, groups: Sequence[Sequence[dict[str, Any]]])
 def tour(directory: Path, recipe: Any) -> Lines:
     """Seed 002: validation-based selection over methods, lrs and networks."""
     recs = records(directory)
-    out = header(directory, recipe)
+    body: Lines = []
     by_cfg = group(recs)
     scored = []
     for label, g in by_cfg.items():
@@ -791,10 +1024,10 @@ def tour(directory: Path, recipe: Any) -> Lines:
         m = g[0]["member"]
         key = config_label(m, ("seed", "lr"))
         methods.setdefault(key, []).append((score, m.get("lr"), g))
-    out.append("Validation-based selection: for each method (optimizer, schedule, network) "
+    body.append("Validation-based selection: for each method (optimizer, schedule, network) "
                "the lr with the lowest median final validation loss over seeds (a run that "
                "diverged in any seed disqualifies that lr).")
-    out.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'seed range':>17}  "
+    body.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'seed range':>17}  "
                f"{'val acc':>7}  verdicts")
     best_rows = []
     for key, items in methods.items():
@@ -805,16 +1038,16 @@ def tour(directory: Path, recipe: Any) -> Lines:
     for score, key, lr, acc, g in best_rows:
         vl = [r["final"]["val_loss"] for r in g if r["final"]["val_loss"] is not None]
         rng = f"{min(vl):.4g}-{max(vl):.4g}" if vl else "-"
-        out.append(f"{key:<58}{_value(lr) if math.isfinite(score) else '-':>8}  "
+        body.append(f"{key:<58}{_value(lr) if math.isfinite(score) else '-':>8}  "
                    f"{_f(score if math.isfinite(score) else None, 4):>8}  {rng:>17}  "
                    f"{_f(acc):>7}  {label_counts(g)}")
     if best_rows and math.isfinite(best_rows[0][0]):
         score, key, lr, acc, g = best_rows[0]
-        out.append(f"Selected: {key}, lr {_value(lr)}: median val loss {score:.4g}, "
+        body.append(f"Selected: {key}, lr {_value(lr)}: median val loss {score:.4g}, "
                    f"val acc {_f(acc)}.")
         t = typical(g)
         if t["verdict"]:
-            out.append(f"  lrlab's verdict there: {t['verdict']['explanation']}")
+            body.append(f"  lrlab's verdict there: {t['verdict']['explanation']}")
         for fam, test in (("fixed-lr SGD", _is(optimizer="sgd", schedule="constant")),
                           ("SGD with a decay schedule", lambda m: m.get("optimizer") == "sgd"
                            and m.get("schedule") != "constant"),
@@ -824,12 +1057,50 @@ def tour(directory: Path, recipe: Any) -> Lines:
             cand = [t for t in best_rows if test(t[4][0]["member"]) and math.isfinite(t[0])]
             if cand:
                 s, k, lr2, a, _ = cand[0]
-                out.append(f"- best {fam}: {k}, lr {_value(lr2)}: val loss {s:.4g}, "
+                body.append(f"- best {fam}: {k}, lr {_value(lr2)}: val loss {s:.4g}, "
                            f"val acc {_f(a)}")
-    out.append("Verdicts over every lr, per optimizer:")
+    body.append("Verdicts over every lr, per optimizer:")
     for opt, g in group(recs, [k for k in (recs[0]["member"] if recs else {})
                                if k != "optimizer"]).items():
-        out.append(f"- {opt}: {label_counts(g)}")
+        body.append(f"- {opt}: {label_counts(g)}")
+    return opening(directory, recipe, _tour_short(recs, best_rows)) + body
+
+
+def _tour_short(recs: Sequence[dict[str, Any]], best_rows: Sequence[tuple]) -> Lines:
+    """Seed 002: the winner on validation loss, the best of each family, and what too high
+    and too low lrs did; `best_rows`: (score, method, lr, val acc, runs), best first."""
+    ok = [t for t in best_rows if math.isfinite(t[0])]
+    if not ok:
+        return ["No method trained without diverging in some seed at any lr."]
+    score, key, lr, acc, g = ok[0]
+    out = [f"Winner on median final validation loss: {key} at lr {_value(lr)} "
+           f"(val loss {score:.3g}, val acc {_f(acc)}, {len(g)} seed{'s' if len(g) > 1 else ''})."]
+    fams = []
+    for fam, test in (("fixed-lr SGD", _is(optimizer="sgd", schedule="constant")),
+                      ("SGD with decay", lambda m: m.get("optimizer") == "sgd"
+                       and m.get("schedule") != "constant"),
+                      ("adaptive", lambda m: m.get("optimizer") in ("adagrad", "rmsprop", "adam")
+                       and m.get("schedule", "constant") == "constant")):
+        cand = [t for t in ok if test(t[4][0]["member"])]
+        if cand:
+            m = cand[0][4][0]["member"]
+            what = {"SGD with decay": m.get("schedule"), "adaptive": m.get("optimizer")}.get(fam)
+            fams.append(f"{fam}{' (' + str(what) + ')' if what else ''} lr {_value(cand[0][2])}, "
+                        f"val acc {_f(cand[0][3])}")
+    if fams:
+        out.append("Best per family: " + "; ".join(fams) + ".")
+    lrs = sorted({r["member"]["lr"] for r in recs if isinstance(r["member"].get("lr"),
+                                                                   (int, float))})
+    div = [r for r in recs if r["status"] != "ok" or (r["verdict"] or {}).get("label")
+           == "diverged"]
+    if div:
+        out.append(f"Too high: {len(div)} of {len(recs)} runs diverged, all at lr >= "
+                   f"{min(r['member'].get('lr', math.inf) for r in div):g}.")
+    if len(lrs) > 1:
+        low = [r for r in recs if r["member"].get("lr") == lrs[0]]
+        out.append(f"Too low: at lr {lrs[0]:g} the median val acc is "
+                   f"{_f(_median(r['final']['val_acc'] for r in low))} "
+                   f"({label_counts(low)}).")
     return out
 
 
