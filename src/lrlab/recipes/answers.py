@@ -609,9 +609,9 @@ def tanh(directory: Path, recipe: Any) -> Lines:
     example = recipe.example_path
     res = None
     if example is not None and example.is_file():
-        from lrlab import gradcheck
+        from lrlab.gradcheck import check_file
 
-        res = gradcheck.check_file(example)
+        res = check_file(example)
     out = opening(directory, recipe, _tanh_short(recs, sharp, res), uses_val=False)
     out += gradcheck_lines(example, res)
     out.append(f"The early spike (full-batch GD; medians over seeds): loss at init, the highest "
