@@ -263,7 +263,7 @@ def test_compare_never_writes_over_another_kind_of_result(exp, healthy, tmp_path
                                                           capsys):
     # a sweep's folder (store and report)
     refused(["compare", healthy, exp, "--out", exp], tmp_path, monkeypatch, capsys,
-            "one of the experiments compared")
+            "an experiment folder, one of those compared")
     other = tmp_path / "other"
     shutil.copytree(healthy, other)
     refused(["compare", healthy, exp, "--out", other], tmp_path, monkeypatch, capsys,
