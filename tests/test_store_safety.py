@@ -7,6 +7,7 @@ afterwards, and no file appeared.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -358,6 +359,18 @@ def test_overwrite_replaces_a_damaged_store_but_not_a_folder_of_other_files(
 def test_overwrite_checks_the_input_before_removing_anything(exp, monkeypatch, capsys):
     refused(["sweep", *FLAGS, "--data", "csv:/does/not/exist.csv", "--out", exp,
              "--overwrite"], exp.parent, monkeypatch, capsys, "does not exist")
+
+
+def test_overwrite_refuses_a_folder_another_process_writes(exp, healthy, tmp_path,
+                                                           monkeypatch, capsys):
+    target = tmp_path / "busy"
+    shutil.copytree(healthy, target)
+    with open(target / folder.LOCK_FILE, "ab") as f:  # as a running sweep holds it
+        fcntl.flock(f, fcntl.LOCK_EX)
+        refused(["compare", healthy, exp, "--out", target, "--overwrite"], tmp_path,
+                monkeypatch, capsys, "is being written by another lrlab process")
+        refused(["sweep", *FLAGS, "--lr", "0.1", "--out", target, "--overwrite"], tmp_path,
+                monkeypatch, capsys, "is being written by another lrlab process")
 
 
 def test_recipes_run_overwrite_keeps_the_users_files(exp, monkeypatch, capsys):
