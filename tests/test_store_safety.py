@@ -7,6 +7,7 @@ afterwards, and no file appeared.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -263,7 +264,7 @@ def test_compare_never_writes_over_another_kind_of_result(exp, healthy, tmp_path
                                                           capsys):
     # a sweep's folder (store and report)
     refused(["compare", healthy, exp, "--out", exp], tmp_path, monkeypatch, capsys,
-            "one of the experiments compared")
+            "an experiment folder, one of those compared")
     other = tmp_path / "other"
     shutil.copytree(healthy, other)
     refused(["compare", healthy, exp, "--out", other], tmp_path, monkeypatch, capsys,
@@ -358,6 +359,18 @@ def test_overwrite_replaces_a_damaged_store_but_not_a_folder_of_other_files(
 def test_overwrite_checks_the_input_before_removing_anything(exp, monkeypatch, capsys):
     refused(["sweep", *FLAGS, "--data", "csv:/does/not/exist.csv", "--out", exp,
              "--overwrite"], exp.parent, monkeypatch, capsys, "does not exist")
+
+
+def test_overwrite_refuses_a_folder_another_process_writes(exp, healthy, tmp_path,
+                                                           monkeypatch, capsys):
+    target = tmp_path / "busy"
+    shutil.copytree(healthy, target)
+    with open(target / folder.LOCK_FILE, "ab") as f:  # as a running sweep holds it
+        fcntl.flock(f, fcntl.LOCK_EX)
+        refused(["compare", healthy, exp, "--out", target, "--overwrite"], tmp_path,
+                monkeypatch, capsys, "is being written by another lrlab process")
+        refused(["sweep", *FLAGS, "--lr", "0.1", "--out", target, "--overwrite"], tmp_path,
+                monkeypatch, capsys, "is being written by another lrlab process")
 
 
 def test_recipes_run_overwrite_keeps_the_users_files(exp, monkeypatch, capsys):

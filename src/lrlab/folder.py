@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
@@ -94,7 +95,19 @@ def own_files(directory: str | Path) -> list[Path]:
 
 def remove_own(directory: str | Path, keep: Sequence[str] = ()) -> list[str]:
     """Delete lrlab's own files from `directory` (see `own_files`), except those named in
-    `keep`; everything else (a user's files, sub-folders) stays. Returns the names removed."""
+    `keep`; everything else (a user's files, sub-folders) stays. Returns the names removed.
+
+    Refused (LrlabError, nothing removed) while another process writes the folder (holds its
+    lock), unless the caller keeps the lock, i.e. holds it itself.
+    """
+    lock = Path(directory) / LOCK_FILE
+    if LOCK_FILE not in keep and lock.is_file():
+        with open(lock, "ab") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LrlabError(f"{str(directory)!r} is being written by another lrlab "
+                                 "process; wait for it to finish (or stop it)") from None
     removed = []
     for p in own_files(directory):
         if p.name not in keep:
@@ -130,7 +143,8 @@ def tag_report(page: str, kind: str, members: int) -> str:
     """The report page with its kind and member count in <head> (see `report_tag`)."""
     tags = (f"<meta name='lrlab-kind' content='{kind}'>"
             f"<meta name='lrlab-members' content='{int(members)}'>")
-    return page.replace("<head>", "<head>" + tags, 1)
+    anchor = "<meta charset='utf-8'>" if "<meta charset='utf-8'>" in page else "<head>"
+    return page.replace(anchor, anchor + tags, 1)  # (the charset stays first)
 
 
 def report_tag(path: str | Path) -> dict[str, Any] | None:

@@ -509,6 +509,17 @@ class Interrupted(KeyboardInterrupt):
                 "the run")
 
 
+def _stopped(directory: Path, created: bool) -> Interrupted:
+    """The Interrupted to raise on Ctrl-C (a folder this call created and stored nothing in is
+    removed)."""
+    counts = saved_counts(directory)
+    if counts is None:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        return Interrupted(directory)
+    return Interrupted(directory, *counts)
+
+
 def saved_counts(directory: Path) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """((finished cohorts, cohorts), (finished members, members)) stored in `directory`;
     None when it holds no complete store."""
@@ -605,18 +616,15 @@ def sweep(
                     if created:  # bad input found late: leave nothing behind
                         shutil.rmtree(directory, ignore_errors=True)
                     raise
-            if report:
-                from lrlab import report as report_mod
-
-                report_mod.build(directory)
         except KeyboardInterrupt as exc:
-            if isinstance(exc, Interrupted):
-                raise
-            counts = saved_counts(directory)
-            if counts is None and created:  # stopped before anything was stored
-                shutil.rmtree(directory, ignore_errors=True)
-            raise (Interrupted(directory, *counts) if counts else Interrupted(directory)
-                   ) from exc
+            raise _stopped(directory, created) from exc
+    if report:
+        from lrlab import report as report_mod
+
+        try:
+            report_mod.build(directory)
+        except KeyboardInterrupt as exc:
+            raise _stopped(directory, False) from exc
     return Result(directory, s)
 
 

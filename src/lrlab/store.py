@@ -305,8 +305,8 @@ def _check_file(path: Path, directory: str | Path) -> None:
     """The file exists and starts like an SQLite database (LrlabError otherwise)."""
     d = Path(directory)
     if not d.is_dir():
-        raise LrlabError(f"{str(d)!r} is not an lrlab experiment folder "
-                         f"({'not a folder' if d.exists() else 'it does not exist'})")
+        raise LrlabError(f"{str(d)!r} holds no lrlab experiment: "
+                         f"{'it is not a folder' if d.exists() else 'it does not exist'}")
     if not path.exists():
         raise LrlabError(f"{str(directory)!r} holds no lrlab experiment (no {DB_NAME})")
     if not path.is_file():
@@ -320,8 +320,8 @@ def _check_file(path: Path, directory: str | Path) -> None:
         raise LrlabError(f"{str(path)!r} is empty (0 bytes), not an lrlab store: it was "
                          "truncated or never written")
     if head != SQLITE_MAGIC:
-        raise LrlabError(f"{str(path)!r} is not an lrlab store: it is not an SQLite database "
-                         "(garbled, or another kind of file)")
+        raise LrlabError(f"{str(path)!r} is not a readable lrlab database: it is not an SQLite "
+                         "database (garbled, or another kind of file)")
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:

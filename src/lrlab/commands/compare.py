@@ -32,8 +32,8 @@ def check_inputs(directories: list[Path], target: Path, overwrite: bool) -> None
     for d in directories:
         Store.open(d).close()  # checks the store: missing, empty, garbled, foreign, version
         if Path(d).resolve() == target.resolve():
-            raise LrlabError(f"--out {str(target)!r} is one of the experiments compared; choose "
-                             "another folder for the comparison")
+            raise LrlabError(f"--out {str(target)!r} is an experiment folder, one of those "
+                             "compared; choose another folder for the comparison")
     folder.check_out(target, "compare", overwrite=overwrite)
 
 
