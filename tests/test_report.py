@@ -326,7 +326,7 @@ def test_lrlab_compare_two_experiments(blobs, iris, tmp_path):
     bad = CliRunner().invoke(app, ["compare", str(blobs)])
     assert bad.exit_code == 2 and "at least 2" in bad.output
     bad = CliRunner().invoke(app, ["compare", str(blobs), str(iris), "--out", str(blobs)])
-    assert bad.exit_code == 2 and "one of the experiments compared" in bad.output
+    assert bad.exit_code == 2 and "experiment folder" in bad.output
 
 
 def test_many_lines_stay_readable(tmp_path):
