@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean fidelity
+.PHONY: demo test test-asan bench lint clean fidelity
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,21 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The compiled kernel's tests (kernel, engine, finder) against a build of nets_kernel.c with
+# AddressSanitizer and UndefinedBehaviorSanitizer (a build of its own: the flags are part of the
+# cache key). The first report aborts pytest, so the target fails; --capture=sys leaves the
+# report on stderr. Python itself is not instrumented: the ASan runtime is preloaded for the
+# ctypes-loaded library, and libstdc++ with it (else ASan cannot intercept a C++ exception
+# thrown inside torch or matplotlib, and aborts).
+ASAN_TESTS ?= tests/test_kernel.py tests/test_engine.py tests/test_finder.py
+ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+test-asan: $(STAMP)
+	LRLAB_KERNEL=require LRLAB_KERNEL_CFLAGS="$(ASAN_CFLAGS)" \
+	  LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libstdc++.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(BIN)/python -m pytest -p no:cacheprovider --capture=sys $(ASAN_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

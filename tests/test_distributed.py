@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-# Read by Ray at import (notes/ray.md): a local instance and test clusters stay on 127.0.0.1.
+# Read by Ray at import: a local instance and test clusters stay on 127.0.0.1.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -284,3 +285,31 @@ def test_a_node_that_would_compute_differently_fails_its_cohort_only(ray_local,
     res = CliRunner().invoke(cli.app, ["resume", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert _snapshot(out) == local_reference
+
+
+def test_numerics_name_the_kernel_compiler_and_flags():
+    """The same-numbers check carries the compiler's version line and the flags of the kernel
+    in use, and a node whose kernel was built by another compiler or with other flags refuses
+    its cohort, naming the difference (checked without Ray: the task's own function)."""
+    import subprocess as sp
+
+    from lrlab import data, distributed, nets, spec
+    from lrlab.spec import Cohort
+
+    s = spec.resolve(SPEC)
+    ms = spec.members(s)
+    cohort, ds = Cohort(0, tuple(ms[:2])), data.load(ms[0].data)
+    if nets.kernel_lib() is None:
+        pytest.skip(f"no kernel: {nets.kernel_error}")
+    here = distributed.numerics(cohort, ds, s)
+    cc = os.environ.get("CC") or "cc"
+    version = sp.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    assert here["compiler"].split()[-1] == version.split()[-1]  # e.g. 12.2.0
+    assert here["compiler"] in ("gcc " + version.split(" ", 1)[1], version)
+    extra = os.environ.get("LRLAB_KERNEL_CFLAGS", "").split()
+    assert here["flags"] == " ".join([*nets.KERNEL_FLAGS[0], *extra])
+    assert here["path"] == "compiled kernel " + nets.kernel_build["source"]
+    for key, other in (("compiler", "clang version 99.0.0"), ("flags", "-O3 -ffast-math")):
+        with pytest.raises(RuntimeError, match=re.escape(f"{key} {here[key]!r} here but "
+                                                         f"{other!r} on the driver")):
+            distributed.run_cohort_task(cohort, ds, s, {**here, key: other})

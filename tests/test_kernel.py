@@ -4,7 +4,12 @@ available (the torch path then runs, and tests/test_engine.py covers it)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,3 +285,235 @@ def test_loss_and_grads_through_the_kernel(monkeypatch):
         for a, b in zip(fast[2], slow[2]):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- the ctypes boundary
+
+
+@pytest.fixture
+def bound():
+    """A small float64 stack on the kernel (3 members, 20 rows, 4 classes) and valid orders."""
+    arch = nets.Arch((3, 5, 4), "relu", "softmax")
+    kern = nets.kernel_for(arch, "cpu", torch.float64)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (20,), generator=g)
+    st = nets.Stack(arch, _params(arch, 3, torch.float64), x, y, kern)
+    order = torch.stack([torch.randperm(20, generator=g) for _ in range(3)])
+    return kern, st, x, y, order
+
+
+def _with(t: torch.Tensor, index: tuple, value: int) -> torch.Tensor:
+    t = t.clone()
+    t[index] = value
+    return t
+
+
+LRS = torch.full((2, 3), 0.1, dtype=torch.float64)
+BAD_CALLS = {  # name: (call on (kernel, stack, x, y, order), what the message says)
+    "order entry past the data": (
+        lambda k, s, x, y, o: k.train(s.flat, x, y, _with(o, (1, 4), 20), 0, 8),
+        r"order entries must be rows of x, in \[0, 20\); got values from 0 to 20"),
+    "negative order entry": (
+        lambda k, s, x, y, o: k.train(s.flat, x, y, _with(o, (2, 0), -1), 0, 8),
+        r"got values from -1 to 19"),
+    "int32 order": (lambda k, s, x, y, o: k.train(s.flat, x, y, o.int(), 0, 8), r"int64"),
+    "order for too few members": (
+        lambda k, s, x, y, o: k.train(s.flat, x, y, o[:2], 0, 8), r"int64 \[3, m\]"),
+    "order rows not contiguous": (
+        lambda k, s, x, y, o: k.train(s.flat, x, y, o.t().contiguous().t(), 0, 8),
+        r"contiguous rows"),
+    "hi past the order": (lambda k, s, x, y, o: k.train(s.flat, x, y, o[:, :10], 5, 11),
+                          r"0 <= lo < hi <= 10 .*got lo=5, hi=11"),
+    "hi past the shared data": (lambda k, s, x, y, o: k.train(s.flat, x, y, None, 0, 21),
+                                r"hi <= 20"),
+    "negative lo": (lambda k, s, x, y, o: k.train(s.flat, x, y, o, -1, 4), r"lo=-1"),
+    "empty batch": (lambda k, s, x, y, o: k.train(s.flat, x, y, o, 4, 4), r"lo < hi"),
+    "float lo": (lambda k, s, x, y, o: k.train(s.flat, x, y, o, 0.0, 4), r"integers"),
+    "parameters not member-innermost": (
+        lambda k, s, x, y, o: k.train(s.flat.contiguous(), x, y, o, 0, 4), r"member-innermost"),
+    "float32 parameters": (lambda k, s, x, y, o: k.train(s.flat.float(), x, y, o, 0, 4),
+                           r"parameters must be \[K, 44\] torch.float64"),
+    "parameters of another net": (lambda k, s, x, y, o: k.train(s.flat[:, :40], x, y, o, 0, 4),
+                                  r"\[K, 44\]"),
+    "x of another width": (lambda k, s, x, y, o: k.train(s.flat, x[:, :2].contiguous(), y, o,
+                                                         0, 4), r"x must be contiguous \[n, 3\]"),
+    "x not contiguous": (lambda k, s, x, y, o: k.train(s.flat, x.t().contiguous().t(), y, o,
+                                                       0, 4), r"not contiguous"),
+    "x not a tensor": (lambda k, s, x, y, o: k.train(s.flat, x.numpy(), y, o, 0, 4),
+                       r"x must be a CPU tensor; got ndarray"),
+    "labels too few": (lambda k, s, x, y, o: k.train(s.flat, x, y[:-1], o, 0, 4),
+                       r"labels must be contiguous \[20\] int64"),
+    "int32 labels": (lambda k, s, x, y, o: k.train(s.flat, x, y.int(), o, 0, 4), r"int64"),
+    "label past the classes": (lambda k, s, x, y, o: k.train(s.flat, x, _with(y, (3,), 4), o,
+                                                             0, 4), r"in \[0, 4\); got .* to 4"),
+    "negative label": (lambda k, s, x, y, o: k.train(s.flat, x, _with(y, (3,), -2), o, 0, 4),
+                       r"got values from -2"),
+    "correct of the wrong shape": (
+        lambda k, s, x, y, o: k.train(s.flat, x, y, o, 0, 4,
+                                      torch.empty(2, dtype=torch.float64)), r"correct must be"),
+    "no steps": (lambda k, s, x, y, o: k.sgd_epoch(s.flat, x, y, o, [], LRS[:0]),
+                 r"non-empty list"),
+    "steps with a gap": (lambda k, s, x, y, o: k.sgd_epoch(s.flat, x, y, o, [(0, 8), (9, 20)],
+                                                           LRS), r"consecutive"),
+    "overlapping steps": (lambda k, s, x, y, o: k.sgd_epoch(s.flat, x, y, o, [(0, 8), (7, 20)],
+                                                            LRS), r"consecutive"),
+    "steps past the order": (lambda k, s, x, y, o: k.sgd_epoch(s.flat, x, y, o,
+                                                               [(0, 8), (8, 21)], LRS),
+                             r"hi <= 20"),
+    "lrs of the wrong shape": (lambda k, s, x, y, o: k.sgd_epoch(s.flat, x, y, o,
+                                                                 [(0, 8), (8, 20)], LRS[:, :2]),
+                               r"lrs must be a CPU \[2, 3\] tensor"),
+    "n_tr past the data": (lambda k, s, x, y, o: k.evaluate(s.flat, x, y, 21), r"\[0, 20\]"),
+    "negative n_tr": (lambda k, s, x, y, o: k.evaluate(s.flat, x, y, -1), r"n_tr"),
+    "epoch order with a repeat": (lambda k, s, x, y, o: s.begin_epoch(_with(o, (0, 0),
+                                                                            int(o[0, 1]))),
+                                  r"permutations of 0..19"),
+    "epoch order too short": (lambda k, s, x, y, o: s.begin_epoch(o[:, :19]), r"\[3, 20\]"),
+    "epoch order past the data": (lambda k, s, x, y, o: s.begin_epoch(_with(o, (1, 3), 20)),
+                                  r"permutations"),
+    "labels for other members": (
+        lambda k, s, x, y, o: nets.loss_and_grads(s.params, x[o], y[o][:2], s.arch),
+        r"labels must be \[B\] or \[3, B\]"),
+    "a layer of width 0": (lambda k, s, x, y, o: nets.Kernel(nets.kernel_lib(),
+                                                            nets.Arch((3, 0, 4), "relu",
+                                                                      "softmax"),
+                                                            torch.float64),
+                           r"layer sizes from 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_a_bad_kernel_argument_is_a_python_error(bound, case):
+    """Each index, range, shape, dtype and layout the C side trusts is checked before the call:
+    a ValueError naming it, and the parameters are left as they were."""
+    kern, st, x, y, order = bound
+    call, message = BAD_CALLS[case]
+    before = st.flat.clone()
+    with pytest.raises(ValueError, match=message):
+        call(kern, st, x, y, order)
+    assert torch.equal(st.flat, before)
+
+
+def test_valid_arguments_pass_and_a_changed_tensor_is_checked_again(bound):
+    """numpy integers are fine as lo/hi; the label and order scans are remembered per tensor,
+    and an in-place change to either is seen on the next call."""
+    kern, st, x, y, order = bound
+    loss, _ = kern.train(st.flat, x, y, order, np.int64(0), np.int64(8))
+    assert loss.shape == (3,) and bool(torch.isfinite(loss).all())
+    kern.train(st.flat, x, y, order, 8, 20)
+    labels, rows = y.clone(), order.clone()
+    kern.train(st.flat, x, labels, rows, 0, 8)
+    labels[5] = 7
+    with pytest.raises(ValueError, match=r"got values from 0 to 7"):
+        kern.train(st.flat, x, labels, rows, 0, 8)
+    labels[5] = 1
+    rows[2, 19] = 25
+    with pytest.raises(ValueError, match=r"got values from 0 to 25"):
+        kern.train(st.flat, x, labels, rows, 0, 8)
+
+
+# ----------------------------------------------------------------------------- build and cache
+
+
+@pytest.fixture
+def rebuild(monkeypatch):
+    """Forget the loaded kernel for one test (restored afterwards) and replace the C build by
+    a copy of this session's library, which is what it would produce (a real build takes
+    ~30 s): the list of builds asked for is yielded."""
+    pristine = Path(lib._name)
+    monkeypatch.setattr(nets, "kernel_error", nets.kernel_error)
+    monkeypatch.setattr(nets, "kernel_build", nets.kernel_build)
+    built: list[tuple[list[str], Path]] = []
+
+    def stand_in(cc: str, flags: list[str], out: Path) -> None:
+        built.append((flags, out))
+        shutil.copyfile(pristine, out)
+        nets._digest_file(out).write_text(hashlib.sha256(out.read_bytes()).hexdigest())
+
+    monkeypatch.setattr(nets, "_compile", stand_in)
+    nets._kernel_lib.cache_clear()
+    yield pristine, built
+    nets._kernel_lib.cache_clear()
+
+
+def _works(kernel_lib) -> bool:
+    x = torch.tensor([0.0, 1.0, -2.0], dtype=torch.float64)
+    out = torch.empty_like(x)
+    kernel_lib.lr_math_f64(0, x.data_ptr(), 3, out.data_ptr())
+    return torch.allclose(out, torch.exp(x), rtol=1e-15, atol=0)
+
+
+def test_the_session_build_recorded_its_hash_in_a_private_folder():
+    """This session's cache (tests/conftest.py: empty at start) was made by lrlab: mode 0700,
+    the library's SHA-256 beside it, and the build's compiler and flags recorded."""
+    pristine = Path(lib._name)
+    assert pristine.parent == Path(os.environ["LRLAB_CACHE_DIR"])
+    assert stat.S_IMODE(pristine.parent.stat().st_mode) == 0o700
+    digest = nets._digest_file(pristine).read_text().strip()
+    assert digest == hashlib.sha256(pristine.read_bytes()).hexdigest()
+    assert nets.kernel_build["flags"].split()[: len(nets.KERNEL_FLAGS[0])] == \
+        nets.KERNEL_FLAGS[0]
+    assert nets.kernel_build["source"] == \
+        hashlib.sha256(nets.KERNEL_SOURCE.read_bytes()).hexdigest()[:12]
+
+
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path, monkeypatch, rebuild):
+    pristine, built = rebuild
+    intact, damaged, missing = (tmp_path / name for name in ("intact", "damaged", "missing"))
+    for d in (intact, damaged, missing):
+        d.mkdir(mode=0o700)
+        shutil.copyfile(pristine, d / pristine.name)
+        shutil.copyfile(nets._digest_file(pristine), nets._digest_file(d / pristine.name))
+    raw = bytearray((damaged / pristine.name).read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = b"\xcc" * 64  # int3 over some code
+    (damaged / pristine.name).write_bytes(bytes(raw))
+    nets._digest_file(missing / pristine.name).unlink()
+
+    monkeypatch.setenv("LRLAB_CACHE_DIR", str(intact))
+    assert _works(nets.kernel_lib()) and built == []  # a good library is loaded as it is
+    for d in (damaged, missing):
+        nets._kernel_lib.cache_clear()
+        monkeypatch.setenv("LRLAB_CACHE_DIR", str(d))
+        got = nets.kernel_lib()
+        assert [out for _, out in built] == [d / pristine.name]  # rebuilt first
+        assert (d / pristine.name).read_bytes() == pristine.read_bytes()
+        assert Path(got._name) == d / pristine.name and _works(got)
+        built.clear()
+
+
+def test_the_cache_folder_is_created_private_and_a_shared_one_refused(tmp_path, monkeypatch,
+                                                                     rebuild):
+    _, built = rebuild
+    new = tmp_path / "deep" / "cache"
+    monkeypatch.setenv("LRLAB_CACHE_DIR", str(new))
+    assert _works(nets.kernel_lib()) and len(built) == 1
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    nets._kernel_lib.cache_clear()
+    monkeypatch.setenv("LRLAB_CACHE_DIR", str(shared))
+    monkeypatch.setenv("LRLAB_KERNEL", "1")  # fall back to torch, saying why
+    assert nets.kernel_lib() is None
+    assert nets.kernel_error == (f"the kernel cache {shared} is writable by others (mode 777); "
+                                 "make it private (chmod 700) or set LRLAB_CACHE_DIR")
+    monkeypatch.setenv("LRLAB_KERNEL", "require")
+    with pytest.raises(RuntimeError, match=r"LRLAB_KERNEL=require .*writable by others"):
+        nets.kernel_lib()
+    assert list(shared.iterdir()) == []  # nothing compiled or written there
+
+
+def test_extra_flags_are_a_build_of_their_own(tmp_path, monkeypatch, rebuild):
+    """LRLAB_KERNEL_CFLAGS goes to the compiler after the usual flags, makes another cached
+    library, and is recorded in the build (hence in distributed's same-numbers check)."""
+    pristine, built = rebuild
+    monkeypatch.setenv("LRLAB_CACHE_DIR", str(tmp_path))
+    extra = os.environ.get("LRLAB_KERNEL_CFLAGS", "").split()
+    monkeypatch.setenv("LRLAB_KERNEL_CFLAGS", " ".join([*extra, "-DLRLAB_UNUSED=1"]))
+    assert _works(nets.kernel_lib())
+    [(flags, out)] = built
+    assert flags == [*nets.KERNEL_FLAGS[0], *extra, "-DLRLAB_UNUSED=1"]
+    assert out.name != pristine.name
+    assert nets.kernel_build["flags"] == " ".join(flags)

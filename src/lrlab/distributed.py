@@ -20,7 +20,7 @@ never read the user's files: the driver loaded and checked the data.
 - A local instance (no address) is always a new one (`ray.init(address="local")`: a bare
   `ray.init()` would join whatever cluster `/tmp/ray/ray_current_cluster` or RAY_ADDRESS names,
   even a dead one) and stays on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set before Ray
-  is imported; see notes/ray.md): nothing listens on other interfaces.
+  is imported): nothing listens on other interfaces.
 """
 
 from __future__ import annotations
@@ -203,24 +203,22 @@ def _member_epochs(m: Any) -> int:
 
 def numerics(cohort: Any, dataset: Any, spec: Any) -> dict[str, str]:
     """What decides a cohort's rounding besides its members: lrlab and torch versions, and
-    whether the engine takes the compiled kernel (and which source) or the torch path."""
-    import hashlib
-
+    whether the engine takes the torch path or the compiled kernel; for the kernel, which
+    source, which compiler (its version line) and which flags built it."""
     import torch
 
     import lrlab
     from lrlab import nets
 
     out = {"lrlab": lrlab.__version__, "torch": torch.__version__, "path": "torch"}
-    kernel_for = getattr(nets, "kernel_for", None)
-    if kernel_for is not None:
-        m = cohort.first
-        arch = nets.arch_for(m.model, dataset.X_train.shape[1], dataset.n_classes)
-        dtype = torch.float64 if spec.run.dtype == "float64" else torch.float32
-        if kernel_for(arch, spec.run.device, dtype) is not None:
-            src = getattr(nets, "KERNEL_SOURCE", None)
-            digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12] if src else "?"
-            out["path"] = f"compiled kernel {digest}"
+    m = cohort.first
+    arch = nets.arch_for(m.model, dataset.X_train.shape[1], dataset.n_classes)
+    dtype = torch.float64 if spec.run.dtype == "float64" else torch.float32
+    if nets.kernel_for(arch, spec.run.device, dtype) is not None:
+        build = nets.kernel_build or {}
+        out["path"] = f"compiled kernel {build.get('source', '?')}"
+        out["compiler"] = build.get("compiler", "?")
+        out["flags"] = build.get("flags", "?")
     return out
 
 
@@ -229,17 +227,18 @@ def run_cohort_task(cohort: Any, dataset: Any, spec: Any, driver: dict[str, str]
     reference, so every node needs the same lrlab installed).
 
     Refuses (not retried) to run where the numbers would differ from the driver's local run:
-    another lrlab or torch version, or the other compute path (no C compiler on this node).
+    another lrlab or torch version, the other compute path (no C compiler on this node), or a
+    kernel built by another compiler or with other flags.
     """
     from lrlab import runner
 
     here = numerics(cohort, dataset, spec)
     if here != driver:
-        diff = ", ".join(f"{k} {here.get(k)!r} here but {v!r} on the driver"
-                         for k, v in driver.items() if here.get(k) != v)
+        diff = ", ".join(f"{k} {here.get(k)!r} here but {driver.get(k)!r} on the driver"
+                         for k in sorted({*driver, *here}) if here.get(k) != driver.get(k))
         raise RuntimeError(f"this node would not reproduce the driver's numbers ({diff}); "
-                           "install the same lrlab and torch (and a C compiler, or set "
-                           "LRLAB_KERNEL=0 everywhere) on every node")
+                           "install the same lrlab and torch (and the same C compiler, or "
+                           "set LRLAB_KERNEL=0 everywhere) on every node")
     result = runner.run_cohort(cohort, dataset, spec)
     try:
         import ray

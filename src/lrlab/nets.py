@@ -1,7 +1,7 @@
 """The batched MLP: K members' weights stacked on a leading axis, forward and backward by hand.
 
 Parameters are a flat list `[W1, b1, W2, b2, ...]` with `W: [K, fan_in, fan_out]` and
-`b: [K, 1, fan_out]`. Every derivative sits beside its forward (STYLE 9). The loss of a member
+`b: [K, 1, fan_out]`. Every derivative sits beside its forward. The loss of a member
 is the mean over its batch, so plain SGD on it is Keras/PyTorch SGD, and it is also Nielsen's
 update `w -= lr/len(batch) * summed_gradient` for the quadratic cost.
 
@@ -195,8 +195,8 @@ def act_grad(name: str, z: Tensor, a: Tensor) -> Tensor | None:
 def _linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     # x: [K, B, fi] (or [B, fi], shared by all members), w: [K, fi, fo], b: [K, 1, fo]
     z = torch.matmul(x, w) if x.dim() == 2 else torch.bmm(x, w)
-    return z.add_(b)  # z: [K, B, fo]; in place: one allocation fewer (notes/perf.md: baddbmm
-    # with a broadcast bias is ~3x bmm here)
+    return z.add_(b)  # z: [K, B, fo]; in place: one allocation fewer (baddbmm with a broadcast
+    # bias measured ~3x bmm here)
 
 
 def forward(params: Sequence[Tensor], x: Tensor, arch: Arch,
@@ -255,7 +255,7 @@ def _loss_and_delta(z: Tensor, y: Tensor, arch: Arch) -> tuple[Tensor, Tensor]:
     if y.dim() == 1:
         y = y.expand(K, B)
     if arch.output == "softmax":
-        # written out: torch.softmax over 3-4 classes is ~5x slower here (notes/perf.md)
+        # written out: torch.softmax over 3-4 classes is ~5x slower here (measured)
         m = z.amax(-1, keepdim=True)
         e = torch.exp(z - m)
         s = e.sum(-1, keepdim=True)
@@ -336,6 +336,11 @@ def loss_and_grads(params: Sequence[Tensor], x: Tensor, y: Tensor, arch: Arch
 def _kernel_loss_and_grads(kern: Kernel, params: Sequence[Tensor], x: Tensor, y: Tensor,
                            arch: Arch) -> tuple[Tensor, Tensor, list[Tensor]]:
     K = params[0].shape[0]
+    _need(x.dim() in (2, 3) and (x.dim() == 2 or x.shape[0] == K),
+          lambda: f"x must be [B, d] (shared) or [{K}, B, d] (one batch per member); "
+          f"got {_describe(x)}")
+    _need(tuple(y.shape) in (tuple(x.shape[-2:-1]), tuple(x.shape[:-1])),
+          lambda: f"labels must be [B] or [{K}, B] for x {list(x.shape)}; got {_describe(y)}")
     flat = torch.cat([p.detach().reshape(K, -1) for p in params], 1)  # [K, P]
     soa = torch.empty(flat.shape[1], K, dtype=flat.dtype).t().copy_(flat)
     if x.dim() == 2:  # one batch shared by every member
@@ -440,7 +445,10 @@ class Stack:
         self.order = self._xe = self._ye = None
 
     def begin_epoch(self, order: Tensor | None) -> None:
-        """order: [K, n] sample indices per member, or None for one shared full batch."""
+        """order: [K, n] sample indices per member (each row a permutation of 0..n-1), or None
+        for one shared full batch. A wrong order raises ValueError (checked in one pass)."""
+        if order is not None:
+            _check_permutations(order, self.k, self.x.shape[0])
         self.order, self._xe, self._ye = order, None, None
         if order is None or self.kernel is not None:
             if order is not None:
@@ -503,8 +511,10 @@ class Stack:
 
 # ----------------------------------------------------------------------------- compiled kernel
 # nets_kernel.c: the same forward, loss and backward for the CPU, fused into one call per step
-# (SIMD across members). Compiled on first use with the system C compiler, cached per source
-# and CPU; without a compiler (or with LRLAB_KERNEL=0) the torch path above is used.
+# (SIMD across members). Compiled on first use with the system C compiler, cached per source,
+# compiler, flags and CPU in a private folder, and checked against its recorded hash before it is
+# loaded; without a compiler (or with LRLAB_KERNEL=0) the torch path above is used. Every
+# argument is checked here before it crosses into C: a bad one is a Python error, not a crash.
 
 KERNEL_SOURCE = Path(__file__).with_name("nets_kernel.c")
 KERNEL_ACTIVATIONS = {"linear": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
@@ -542,6 +552,14 @@ class Kernel:
     """
 
     def __init__(self, lib: ctypes.CDLL, arch: Arch, dtype: torch.dtype) -> None:
+        _need(1 <= arch.n_layers <= KERNEL_MAX_LAYERS,
+              lambda: f"a net of 1 to {KERNEL_MAX_LAYERS} layers; got {arch.n_layers}")
+        _need(all(isinstance(s, int) and 1 <= s < 2**31 for s in arch.sizes),
+              lambda: f"layer sizes from 1 to 2^31 - 1; got {arch.sizes}")
+        _need(arch.activation in KERNEL_ACTIVATIONS and arch.output in KERNEL_OUTPUTS,
+              lambda: f"an activation in {sorted(KERNEL_ACTIVATIONS)} and an output in "
+              f"{sorted(KERNEL_OUTPUTS)}; got {arch.activation!r}, {arch.output!r}")
+        _need(dtype in (torch.float32, torch.float64), lambda: f"float32 or float64; got {dtype}")
         self.arch, self.dtype = arch, dtype
         self.cfg = torch.tensor([arch.n_layers, KERNEL_ACTIVATIONS[arch.activation],
                                  KERNEL_OUTPUTS[arch.output], *arch.sizes], dtype=torch.int64)
@@ -551,21 +569,66 @@ class Kernel:
         self._sgd = getattr(lib, f"lr_sgd_epoch_{suffix}")
         self._eval = getattr(lib, f"lr_eval_{suffix}")
         self._shared: dict[int, Tensor] = {}
+        self._seen: dict[str, tuple[Tensor, int, int]] = {}
+        self._P = arch.n_params()
+        self._classes = 2 if arch.sizes[-1] == 1 else arch.sizes[-1]  # 1 sigmoid unit: 0 or 1
         self.threads = 1
         self.sgd_lanes = 0  # no cap: the widest tiles were fastest even where W leaves L2
 
     def check(self, flat: Tensor, x: Tensor, y: Tensor) -> None:
-        """What the C side assumes: `flat` a [K, P] view of member-innermost [P, K] storage,
-        x contiguous [n, d] of the same dtype, y contiguous int64 labels, all on the CPU."""
-        K, P = flat.shape
-        ok = (K == 1 or flat.stride() == (1, K)) and flat.stride(1) == K and \
-            P == self.arch.n_params() and x.shape[1] == self.arch.sizes[0] and \
-            flat.dtype == x.dtype == self.dtype and y.dtype == torch.int64 and \
-            x.is_contiguous() and y.is_contiguous() and \
-            flat.device.type == x.device.type == y.device.type == "cpu"
-        if not ok:
-            raise ValueError("nets_kernel.c needs member-innermost parameters (Stack.layout) "
-                             "and contiguous CPU data of the stack's dtype, int64 labels")
+        """What the C side assumes, or ValueError naming what is wrong: `flat` a [K, P] view of
+        member-innermost [P, K] storage (Stack.layout), x contiguous [n, d] of the kernel's
+        dtype, y contiguous int64 [n] labels in [0, classes), all on the CPU. The shapes cost
+        O(1); the labels are scanned once per tensor (and again after it is changed)."""
+        a = self.arch
+        for name, t in (("parameters", flat), ("x", x), ("labels", y)):
+            _need(isinstance(t, Tensor) and t.device.type == "cpu",
+                  lambda name=name, t=t: f"{name} must be a CPU tensor; got {_describe(t)}")
+        _need(flat.dim() == 2 and flat.shape[1] == self._P and flat.dtype == self.dtype,
+              lambda: f"parameters must be [K, {self._P}] {self.dtype}; got {_describe(flat)}")
+        K = flat.shape[0]
+        _need(flat.stride(1) == K and (K == 1 or flat.stride(0) == 1),
+              lambda: f"parameters must be member-innermost (strides (1, {K}), see Stack.layout); "
+              f"got strides {flat.stride()}")
+        _need(x.dim() == 2 and x.shape[1] == a.sizes[0] and x.dtype == self.dtype
+              and x.is_contiguous(),
+              lambda: f"x must be contiguous [n, {a.sizes[0]}] {self.dtype}; got {_describe(x)}")
+        _need(y.dim() == 1 and y.shape[0] == x.shape[0] and y.dtype == torch.int64
+              and y.is_contiguous(),
+              lambda: f"labels must be contiguous [{x.shape[0]}] int64; got {_describe(y)}")
+        classes = self._classes
+        if y.numel() and not self._checked("labels", y, classes):
+            lo, hi = int(y.min()), int(y.max())
+            _need(lo >= 0 and hi < classes,
+                  lambda: f"labels must lie in [0, {classes}); got values from {lo} to {hi}")
+            self._remember("labels", y, classes)
+
+    def _checked(self, role: str, t: Tensor, bound: int) -> bool:
+        """Whether this very tensor, unchanged since, was checked against `bound` before."""
+        seen = self._seen.get(role)
+        return seen is not None and seen[0] is t and seen[1] == t._version and seen[2] == bound
+
+    def _remember(self, role: str, t: Tensor, bound: int) -> None:
+        self._seen[role] = (t, t._version, bound)
+
+    def _check_order(self, order: Tensor | None, K: int, n: int) -> int:
+        """An order is a CPU int64 [K, m] tensor with contiguous rows (member k reads
+        order[k, lo:hi]) and every entry a row of x, in [0, n). Returns m (n for None: the
+        shared order 0..n-1). The entries are scanned once per tensor and version."""
+        if order is None:
+            return n
+        _need(isinstance(order, Tensor) and order.device.type == "cpu"
+              and order.dtype == torch.int64 and order.dim() == 2 and order.shape[0] == K
+              and (order.shape[1] <= 1 or order.stride(1) == 1) and order.stride(0) >= 0,
+              lambda: f"order must be a CPU int64 [{K}, m] tensor with contiguous rows; "
+              f"got {_describe(order)}")
+        if order.numel() and not self._checked("order", order, n):
+            lo, hi = int(order.min()), int(order.max())
+            _need(lo >= 0 and hi < n,
+                  lambda: f"order entries must be rows of x, in [0, {n}); got values from "
+                  f"{lo} to {hi}")
+            self._remember("order", order, n)
+        return order.shape[1]
 
     def _arange(self, n: int) -> Tensor:
         if n not in self._shared:
@@ -597,7 +660,18 @@ class Kernel:
               correct: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(summed batch loss [K], gradient of the mean batch loss, laid out like `flat`);
         the number of correct predictions per member into `correct` [K] float64 if given."""
+        self.check(flat, x, y)
         K, P = flat.shape
+        m = self._check_order(order, K, x.shape[0])
+        _need(_is_int(lo) and _is_int(hi) and 0 <= lo < hi <= m,
+              lambda: f"lo and hi must be integers with 0 <= lo < hi <= {m} (the order's length); "
+              f"got lo={lo!r}, hi={hi!r}")
+        _need(correct is None or (isinstance(correct, Tensor) and correct.device.type == "cpu"
+                                  and correct.dtype == torch.float64
+                                  and correct.shape == (K,) and correct.is_contiguous()),
+              lambda: f"correct must be None or a contiguous CPU float64 [{K}] tensor; "
+              f"got {_describe(correct)}")
+        lo, hi = int(lo), int(hi)
         grads = torch.empty(P, K, dtype=flat.dtype).t()
         loss = torch.empty(K, dtype=torch.float64)
         idx, ldi = self._order(x, order)
@@ -612,8 +686,25 @@ class Kernel:
                   bounds: Sequence[tuple[int, int]], lrs: Tensor) -> Tensor:
         """A whole epoch of plain SGD in place on `flat` (step s on positions bounds[s] with
         lr lrs[s]: [steps, K]); returns the batch losses summed over the epoch [K]."""
+        self.check(flat, x, y)
         K = flat.shape[0]
-        edges = torch.tensor([lo for lo, _ in bounds] + [bounds[-1][1]], dtype=torch.int64)
+        m = self._check_order(order, K, x.shape[0])
+        _need(len(bounds) > 0 and all(len(b) == 2 and _is_int(b[0]) and _is_int(b[1])
+                                      for b in bounds),
+              lambda: f"bounds must be a non-empty list of (lo, hi) integer pairs; got "
+              f"{bounds!r:.80}")
+        edges = torch.tensor([int(lo) for lo, _ in bounds] + [int(bounds[-1][1])],
+                             dtype=torch.int64)
+        ends = torch.tensor([int(hi) for _, hi in bounds], dtype=torch.int64)
+        _need(int(edges[0]) >= 0 and int(edges[-1]) <= m and bool((ends == edges[1:]).all())
+              and bool((edges[1:] > edges[:-1]).all()),
+              lambda: f"bounds must be consecutive non-empty steps (lo, hi) from lo >= 0 to "
+              f"hi <= {m} (the order's length), each starting where the last ended; got "
+              f"{bounds!r:.80}")
+        _need(isinstance(lrs, Tensor) and lrs.device.type == "cpu" and lrs.dim() == 2
+              and tuple(lrs.shape) == (len(bounds), K),
+              lambda: f"lrs must be a CPU [{len(bounds)}, {K}] tensor (steps x members); "
+              f"got {_describe(lrs)}")
         lrs = lrs.to(self.dtype).contiguous()
         loss = torch.empty(K, dtype=torch.float64)
         idx, ldi = self._order(x, order)
@@ -631,6 +722,9 @@ class Kernel:
         member's products, which the kernel takes from there."""
         x, y = x.contiguous(), y.contiguous()
         self.check(flat, x, y)
+        _need(_is_int(n_tr) and 0 <= n_tr <= x.shape[0],
+              lambda: f"n_tr must be an integer in [0, {x.shape[0]}] (the rows of x); got {n_tr!r}")
+        n_tr = int(n_tr)
         K, (d, h) = flat.shape[0], self.arch.sizes[:2]
         out = torch.zeros(4, K, dtype=torch.float64)
         if d < KERNEL_GEMM_FIRST:
@@ -655,6 +749,41 @@ class Kernel:
                 z1.data_ptr(), z1.stride(0), ys.data_ptr(), xs.shape[0], n_in, part.data_ptr()))
             out += part
         return out
+
+
+def _check_permutations(order: Tensor, K: int, n: int) -> None:
+    """ValueError unless `order` is an integer [K, n] tensor whose every row is a permutation
+    of 0..n-1 (O(K n): a range check, then every row hits each of its n places once)."""
+    ok = isinstance(order, Tensor) and order.dim() == 2 and tuple(order.shape) == (K, n) and \
+        not order.is_floating_point() and not order.is_complex() and order.dtype != torch.bool
+    if ok and order.numel():
+        ok = bool((order.min() >= 0) & (order.max() < n))
+        if ok:
+            hit = torch.zeros(K, n, dtype=torch.bool, device=order.device)
+            ok = bool(hit.scatter_(1, order.long(), True).all())
+    if not ok:
+        raise ValueError(f"an epoch's order must be an integer [{K}, {n}] tensor whose rows "
+                         f"are permutations of 0..{n - 1}; got {_describe(order)}")
+
+
+def _need(ok: bool, what: Callable[[], str]) -> None:
+    """A kernel argument check: ValueError naming what the C side needs, before any call (the
+    message is only built when the check fails: these run on every step)."""
+    if not ok:
+        raise ValueError(f"nets_kernel.c: {what()}")
+
+
+def _is_int(v: Any) -> bool:
+    """A Python or numpy integer (not a bool, not a float)."""
+    return not isinstance(v, bool) and hasattr(type(v), "__index__") and \
+        not isinstance(v, Tensor)
+
+
+def _describe(t: Any) -> str:
+    if not isinstance(t, Tensor):
+        return type(t).__name__
+    return (f"{list(t.shape)} {t.dtype} on {t.device.type}, strides {t.stride()}"
+            + ("" if t.is_contiguous() else ", not contiguous"))
 
 
 @functools.cache
@@ -686,30 +815,112 @@ KERNEL_FLAGS = (["-O2", "-fpeel-loops", "-fno-tree-vectorize", "-march=native"],
                 ["-O2", "-fpeel-loops", "-fno-tree-vectorize"])
 """Tried in order. -O2 with complete peeling unrolls the register blocks as well as -O3 does,
 in two thirds of the compile time; the code is written with vectors, so no auto-vectorizer."""
+KERNEL_CFLAGS_ENV = "LRLAB_KERNEL_CFLAGS"
+"""Extra compiler flags, appended to KERNEL_FLAGS when compiling and linking (part of the cache
+key), e.g. "-fsanitize=address,undefined" for `make test-asan`."""
+kernel_build: dict[str, str] | None = None
+"""How the loaded kernel was built: compiler (its version line), flags, source (a hash)."""
+
+
+def _extra_flags() -> list[str]:
+    return os.environ.get(KERNEL_CFLAGS_ENV, "").split()
+
+
+@functools.cache
+def _compiler_version(cc: str) -> str:
+    """The first line of `cc --version`, with gcc's program name made `gcc` (cc, gcc and
+    x86_64-linux-gnu-gcc-12 are one compiler); the empty string when it cannot be run."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    try:
+        r = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60,
+                           env=env)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    first = (r.stdout.strip().splitlines() or [""])[0].strip()
+    if "clang" in first or not first.startswith(Path(cc).name + " "):
+        return first
+    return "gcc " + first.split(" ", 1)[1]
+
+
+def _private_dir(d: Path) -> str | None:
+    """Create `d` (mode 0700) or check the existing one is safe to load code from: owned by
+    this user and writable by no one else. The problem in words, or None."""
+    try:
+        if not d.is_dir():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, exist_ok=True)
+        st = d.stat()
+    except OSError as exc:
+        return f"cannot create the kernel cache {d}: {exc.strerror or exc}"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"the kernel cache {d} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return (f"the kernel cache {d} is writable by others (mode {st.st_mode & 0o777:o}); "
+                "make it private (chmod 700) or set LRLAB_CACHE_DIR")
+    return None
+
+
+def _digest_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verified(lib: Path) -> bool:
+    """The cached library exists, is this user's, and its SHA-256 is the one recorded beside it
+    when it was built (a damaged or replaced file is rebuilt, never loaded)."""
+    try:
+        if hasattr(os, "getuid") and lib.stat().st_uid != os.getuid():
+            return False
+        want = _digest_file(lib).read_text().strip()
+        return hashlib.sha256(lib.read_bytes()).hexdigest() == want
+    except OSError:
+        return False
+
+
+def _asan_missing(flags: Sequence[str]) -> bool:
+    """An AddressSanitizer build that this process cannot load (its runtime must be loaded
+    first, with LD_PRELOAD; loading it otherwise aborts the process)."""
+    if not any(f.startswith("-fsanitize=") and "address" in f for f in flags):
+        return False
+    try:
+        return "libasan" not in Path("/proc/self/maps").read_text()
+    except OSError:
+        return True
 
 
 @functools.cache
 def _kernel_lib() -> ctypes.CDLL | None:
-    """Compile nets_kernel.c once per source, compiler and CPU (cached on disk) and load it.
-    The float32 and float64 halves are compiled at once (two processes), then linked."""
-    global kernel_error
+    """Compile nets_kernel.c once per source, compiler, flags and CPU (cached on disk, checked
+    against its recorded hash before loading) and load it. The float32 and float64 halves are
+    compiled at once (two processes), then linked."""
+    global kernel_error, kernel_build
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or \
         shutil.which("clang")
     if cc is None:
         kernel_error = "no C compiler (cc, gcc or clang) on PATH"
         return None
+    cache = kernel_cache_dir()
+    problem = _private_dir(cache)
+    if problem:
+        kernel_error = problem
+        return None
     src = KERNEL_SOURCE.read_bytes()
-    for flags in KERNEL_FLAGS:
-        key = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(flags).encode(),
-                                         platform.machine().encode(), _cpu_id().encode()]))
-        out = kernel_cache_dir() / f"nets_kernel-{key.hexdigest()[:16]}.so"
+    version = _compiler_version(cc)
+    for base_flags in KERNEL_FLAGS:
+        flags = [*base_flags, *_extra_flags()]
+        if _asan_missing(flags):
+            kernel_error = (f"{KERNEL_CFLAGS_ENV} asks for AddressSanitizer, whose runtime "
+                            "must be preloaded: LD_PRELOAD=$(cc -print-file-name=libasan.so)")
+            return None
+        key = hashlib.sha256(b"\0".join([src, cc.encode(), version.encode(),
+                                         " ".join(flags).encode(), platform.machine().encode(),
+                                         _cpu_id().encode()]))
+        out = cache / f"nets_kernel-{key.hexdigest()[:16]}.so"
         try:
-            if not out.exists():
-                out.parent.mkdir(parents=True, exist_ok=True)
+            if not _verified(out):
                 with open(out.with_suffix(".lock"), "w") as lock:
                     if fcntl is not None:  # one compile when processes start at once
                         fcntl.flock(lock, fcntl.LOCK_EX)
-                    if not out.exists():
+                    if not _verified(out):
                         error = _compile(cc, flags, out)
                         if error:
                             kernel_error = error
@@ -730,37 +941,52 @@ def _kernel_lib() -> ctypes.CDLL | None:
         lib.lr_epoch_orders.argtypes = [p, i, i, i, p]
         lib.lr_epoch_orders.restype = None
         kernel_error = None
+        kernel_build = {"compiler": version or Path(cc).name, "flags": " ".join(flags),
+                        "source": hashlib.sha256(src).hexdigest()[:12]}
         return lib
     return None
 
 
 def _compile(cc: str, flags: list[str], out: Path) -> str | None:
-    """Build `out` (atomically); the error text when the compiler fails."""
-    stem = out.with_name(f"{out.stem}.{os.getpid()}")
-    objs = [stem.with_suffix(f".{part}.o") for part in (1, 2)]
+    """Build `out` and record its SHA-256 beside it (both atomically); the error text when the
+    compiler fails."""
+    stem = f"{out.stem}.{os.getpid()}"
+    objs = [out.with_name(f"{stem}.{part}.o") for part in (1, 2)]
+    tmp, tmp_digest = out.with_name(f"{stem}.tmp.so"), out.with_name(f"{stem}.tmp.sha256")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # no sanitizer in cc
     try:
         jobs = [subprocess.Popen([cc, *flags, "-fPIC", "-std=gnu11", f"-DLR_ONLY={part}", "-c",
-                                  "-o", str(obj), str(KERNEL_SOURCE)],
+                                  "-o", str(obj), str(KERNEL_SOURCE)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for part, obj in zip((1, 2), objs)]
         for job in jobs:
-            _, err = job.communicate(timeout=600)
+            _, err = job.communicate(timeout=900)
             if job.returncode != 0:
                 return f"{cc} {' '.join(flags)} nets_kernel.c failed: {err.strip()[-500:]}"
-        tmp = stem.with_suffix(".tmp.so")
-        r = subprocess.run([cc, "-shared", "-o", str(tmp), *map(str, objs), "-lm"],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run([cc, *flags, "-shared", "-o", str(tmp), *map(str, objs), "-lm"],
+                           capture_output=True, text=True, timeout=120, env=env)
         if r.returncode != 0:
             return f"linking nets_kernel failed: {r.stderr.strip()[-500:]}"
+        tmp_digest.write_text(hashlib.sha256(tmp.read_bytes()).hexdigest() + "\n")
+        os.replace(tmp_digest, _digest_file(out))
         os.replace(tmp, out)
         return None
     finally:
-        for obj in objs:
-            obj.unlink(missing_ok=True)
+        for leftover in (*objs, tmp, tmp_digest):
+            leftover.unlink(missing_ok=True)
 
 
 def kernel_lib() -> ctypes.CDLL | None:
-    """The loaded kernel library (compiled on first use), or None; see `kernel_error`."""
-    if os.environ.get("LRLAB_KERNEL", "1").strip().lower() in ("0", "off", "false", "no"):
+    """The loaded kernel library (compiled on first use), or None; see `kernel_error`.
+
+    LRLAB_KERNEL=0 (or off/false/no) turns it off; LRLAB_KERNEL=require raises RuntimeError
+    when it cannot be built or loaded, instead of falling back to the torch path (CI)."""
+    mode = os.environ.get("LRLAB_KERNEL", "1").strip().lower()
+    if mode in ("0", "off", "false", "no"):
         return None
-    return _kernel_lib()
+    lib = _kernel_lib()
+    if lib is None and mode in ("require", "required"):
+        raise RuntimeError(f"LRLAB_KERNEL={mode} but the compiled kernel is unavailable: "
+                           f"{kernel_error}")
+    return lib
+
