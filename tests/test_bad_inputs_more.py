@@ -386,7 +386,6 @@ SAME_MISTAKES = [  # (CLI flags, the dict the Python API gets)
     (["--lr", "-0.1"], {"train": {"lr": -0.1}}),
     (["--seeds", "0"], {"sweep": {"seeds": 0}}),
     (["--seeds", "100000000"], {"sweep": {"seeds": 100000000}}),
-    (["--name", "../../x"], {"name": "../../x"}),
     (["--lr", "1e-300"], {"train": {"lr": 1e-300}}),
     (["--optimizer", "lion"], {"train": {"optimizer": "lion"}}),
     (["--model", "2-100000-100000-4"], {"model": {"input_dim": 2, "hidden": [100000, 100000],
@@ -404,6 +403,16 @@ def test_python_api_says_the_same_sentence_as_the_cli(case, tmp_path, monkeypatc
         lrlab.sweep(doc, out=tmp_path / "exp")
     assert line == f"lrlab: error: {e.value}"
     assert _listing(tmp_path) == {}
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "a/b", "..", "x" * 101])
+def test_python_api_keeps_a_named_folder_inside_runs(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LrlabError, match="`name` must be a folder name"):
+        lrlab.sweep({"name": name, "train": {"epochs": 1}})
+    assert _listing(tmp_path) == {}
+    # with an explicit folder the name is only a label (the report escapes it)
+    assert runner.as_spec({"name": name}).name == name
 
 
 @pytest.mark.parametrize("bad", [None, 3, 0.5, ["data"], b"spec", object()],

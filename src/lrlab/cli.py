@@ -357,10 +357,10 @@ def sweep(
             limit=limit, dtype=dtype, max_members_per_cohort=max_members_per_cohort,
             no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb)
         spec = spec_mod.resolve(merge(doc, over))
-        target = out_dir or Path("runs") / spec.name
-        if overwrite and (target / "lrlab.sqlite").is_file():
-            from lrlab import runner
+        from lrlab import runner
 
+        target = out_dir or runner.default_out(spec)
+        if overwrite and (target / "lrlab.sqlite").is_file():
             runner.preflight(spec, target)  # bad input is refused before --overwrite deletes
             shutil.rmtree(target)
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -71,12 +71,18 @@ def preflight(s: Spec, out: str | Path | None = None
     """Every check that needs no folder, cheapest first: the folder's path, the device, the
     size of the synthetic data, then the data (loaded and checked against the model) and the
     sweep's memory estimate. Returns the folder's path and the data; writes nothing."""
-    directory = check_out(out if out is not None else Path("runs") / s.name)
+    directory = check_out(out if out is not None else default_out(s))
     check_device(s.run.device)
     check_data_size(s)
     datasets = load_data(s)
     check_memory(s, datasets)
     return directory, datasets
+
+
+def default_out(s: Spec) -> Path:
+    """The folder of an experiment given no --out: runs/NAME (NAME checked to stay inside)."""
+    spec_mod.check_folder_name(s.name)
+    return Path("runs") / s.name
 
 
 def check_device(device: str) -> None:

@@ -194,15 +194,15 @@ NAME_MAX = 100
 """The longest experiment name: it becomes the folder runs/NAME."""
 
 
-def _name(v: Any) -> str | None:
-    """An experiment name is the folder runs/NAME: one plain path component."""
-    allowed = (f"a folder name of 1 to {NAME_MAX} characters without /, \\, control "
-               "characters, and not . or ..")
-    if not isinstance(v, str) or not v or len(v) > NAME_MAX or v in (".", ".."):
-        return allowed
-    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in v):
-        return allowed
-    return None
+def check_folder_name(name: str) -> None:
+    """Without --out the experiment's folder is runs/NAME: NAME must be one plain folder name,
+    so that the folder stays inside runs/."""
+    ok = (isinstance(name, str) and 0 < len(name) <= NAME_MAX and name not in (".", "..")
+          and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name))
+    if not ok:
+        raise bad_value("name", name, f"a folder name of 1 to {NAME_MAX} characters without /, "
+                        "\\, control characters, and not . or .. (without --out the folder is "
+                        "runs/NAME)")
 
 
 def _source(v: Any) -> str | None:
@@ -555,9 +555,8 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             )
     updates: dict[str, Any] = {}
     if "name" in doc:
-        err = _name(doc["name"])
-        if err:
-            raise bad_value("name", doc["name"], err)
+        if _str(doc["name"]):
+            raise bad_value("name", doc["name"], "a non-empty string")
         updates["name"] = doc["name"]
     for section in SECTIONS:
         if section in doc:
