@@ -1,4 +1,4 @@
-"""The `lrlab` command: a thin shell over the library (STYLE 14).
+"""The `lrlab` command: a thin shell over the library.
 
 Exit codes: 0 success; 2 a bad spec, flag or input file (one line on stderr, nothing written);
 1 a failure while running; 3 `gradcheck` found a wrong gradient.

@@ -1,7 +1,8 @@
 """The driver: spec -> data -> cohorts -> engine -> store -> verdicts -> report.
 
-- Bad input is found before anything is written: the spec, the data files, the model's shapes
-  against the data, the batch sizes and the schedules' lengths are all checked, and the Ray
+- Bad input is found before anything is written (`preflight`): the spec and its member count,
+  the folder's path, the device, the data files, the model's shapes against the data, the batch
+  sizes, the schedules' lengths and the sweep's memory estimate are all checked, and the Ray
   cluster (for `backend = "ray"`) is reached, before the experiment folder is created.
 - The cohort is the unit of work and of commit. Cohorts are fixed when the folder is created
   (by the spec and a memory estimate that depends on the spec and data shapes only, never on
@@ -310,7 +311,7 @@ def _rss_mb() -> float | None:
 
 SMALL_STEP_MACS = 2_000_000
 """Below this many multiply-adds per cohort step, one thread is as fast as two and immune to a
-busy neighbour (notes/perf.md: a 2-thread small-op loop slowed 10-40x under contention)."""
+busy neighbour (measured: a 2-thread small-op loop slowed 10-40x under contention)."""
 
 
 @contextmanager

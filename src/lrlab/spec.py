@@ -1,11 +1,11 @@
 """The experiment spec: what the user wrote, validated, then expanded into members and cohorts.
 
-A `Spec` is inert (STYLE 6): it holds only what the user asked for. `members()` and
+A `Spec` is inert: it holds only what the user asked for. `members()` and
 `cohorts()` derive the work from it and never write back. Every key has a constraint in the
-tables below (STYLE 5); a bad value raises `LrlabError` with one sentence naming the key, the
+tables below; a bad value raises `LrlabError` with one sentence naming the key, the
 value and what is allowed.
 
-Precedence (STYLE 7): defaults < TOML file < CLI flags, merged by `resolve()`.
+Precedence: defaults < TOML file < CLI flags, merged by `resolve()`.
 """
 
 from __future__ import annotations
