@@ -96,7 +96,7 @@ SIZE_CASES = [
     ("synthetic-huge", ["sweep", "{d}/bigdata.toml"],
      "generating blobs with 10000000 samples x 100000 features"),
     ("recipe-seeds", ["recipes", "run", "iris-keras", "--seeds", "1000000", "--quiet"],
-     "the sweep has 1000000 members (seeds: 1000000)"),
+     "the sweep has 4000000 members (lr: 4 x seeds: 1000000)"),
     ("recipe-product", ["recipes", "run", "iris-keras", "--seeds", "30000", "--quiet"],
      "the sweep has 120000 members"),
     ("recipe-memory", ["recipes", "run", "iris-keras", "--max-memory-gb", "0.0001", "--quiet"],

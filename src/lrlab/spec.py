@@ -423,30 +423,36 @@ def _wants_float(cls: type, key: str) -> bool:
     return False
 
 
-def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None
-                ) -> tuple[int, ...]:
+def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None,
+                axes: Mapping[str, int] | None = None) -> tuple[int, ...]:
     """`seeds = 8` means seeds first..first+7; a list names them.
 
-    A count above `max_members` (`[run].max_members` when None) is refused before the seeds
-    are expanded: every seed is at least one member.
+    A member count (the seeds times the lengths of the other `axes`) above `max_members`
+    (`[run].max_members` when None) is refused before the seeds are expanded.
     """
     seeds, first_seed = plain(seeds), plain(first_seed)
     cap = RunSpec.max_members if max_members is None else max_members
+
+    def check_count(n: int) -> None:
+        lens = dict(axes or {})
+        count = math.prod(lens.values()) * n
+        if count > cap:
+            detail = " x ".join([f"{k}: {v}" for k, v in lens.items()] + [f"seeds: {n}"])
+            raise too_many_members(count, detail, cap)
+
     if isinstance(seeds, bool):
         raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
     if isinstance(seeds, int):
         if seeds < 1:
             raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
-        if seeds > cap:
-            raise too_many_members(seeds, f"seeds: {seeds}", cap)
+        check_count(seeds)
         return tuple(range(first_seed, first_seed + seeds))
     if isinstance(seeds, (list, tuple)) and seeds and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
     ):
         if len(set(seeds)) != len(seeds):
             raise bad_value("seeds", list(seeds), "distinct seeds")
-        if len(seeds) > cap:
-            raise too_many_members(len(seeds), f"seeds: {len(seeds)}", cap)
+        check_count(len(seeds))
         return tuple(seeds)
     shown = seeds if not isinstance(seeds, (list, tuple)) or len(seeds) <= 10 else \
         f"a list of {len(seeds)} values"
@@ -574,8 +580,10 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             if isinstance(first, bool) or not isinstance(first, int) or first < 0:
                 raise bad_value("[sweep].first_seed", first, "an integer >= 0")
             count = sweep.pop("seeds", len(spec.seeds))
+            lens = {k: len(v) for k, v in spec.sweep}  # the axes' lengths, for the count
+            lens.update({k: len(v) for k, v in sweep.items() if isinstance(v, (list, tuple))})
             updates["seeds"] = parse_seeds(count, first,
-                                           updates.get("run", spec.run).max_members)
+                                           updates.get("run", spec.run).max_members, lens)
         for key, values in sweep.items():
             axes[key] = _axis(key, values)
         updates["sweep"] = tuple(axes.items())
