@@ -296,6 +296,9 @@ def _write_csvs(d: Path) -> None:
     (d / "short.csv").write_text("x0,x1,label\n0.1,0.2,a\n0.3,0.4,b\n0.5,b\n0.1,0.2,a\n")
     (d / "short_end.csv").write_text("x0,x1,label\n0.1,0.2,a\n0.3,0.4,b\n\n0.5,0.1,b\n0.1,0.2\n")
     (d / "long.csv").write_text("x0,x1,label\n0.1,0.2,a\n0.3,0.4,b,7\n0.5,0.1,b\n")
+    g = np.random.default_rng(0)
+    np.savez(d / "regression.npz", X=g.normal(size=(500, 3)), y=g.normal(size=500))
+    np.savez(d / "ids.npz", X=g.normal(size=(500, 3)), y=np.arange(500))
     (d / "noheader.csv").write_text("0.1,0.2,1\n0.3,0.4,0\n0.5,0.1,1\n0.2,0.2,0\n")
     (d / "noheader_ints.csv").write_text("1,2,0\n3,4,1\n5,6,0\n")
     (d / "noheader_neg.csv").write_text("-1.5, 2e3 ,0\n3,4,1\n5,6,0\n")
@@ -321,6 +324,8 @@ DATA_CASES = [
     ("id-label", "csv:{d}/ids.csv", "label column 'id' has 3000 distinct values in 3000 rows"),
     ("name-label", "csv:{d}/names.csv", "label column 'name' has 100 distinct values in 100"),
     ("too-many-classes", "csv:{d}/classes.csv", "label column 'y' has 1500 distinct values"),
+    ("npz-continuous", "npz:{d}/regression.npz", "array y holds fractional numbers"),
+    ("npz-ids", "npz:{d}/ids.npz", "array y has 500 distinct values in 500 rows"),
     ("short-row", "csv:{d}/short.csv", "data row 3 (line 4) has 2 field(s) but the header has 3"),
     ("short-last-row", "csv:{d}/short_end.csv", "data row 4 (line 6) has 2 field(s)"),
     ("long-row", "csv:{d}/long.csv", "data row 2 (line 3) has 4 field(s) but the header has 3"),
