@@ -129,8 +129,9 @@ def test_sizes_are_refused_before_anything_is_built(case, tmp_path, monkeypatch,
     assert "--max-members" in line or "--max-memory-gb" in line or "logspace" in line
 
 
-def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys):
-    """The refusal's own advice works: --max-members lets the same sweep run."""
+def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys, no_cuda):
+    """The refusal's own advice works: --max-members lets the same sweep run. And --overwrite
+    deletes nothing when the new input is bad."""
     monkeypatch.chdir(tmp_path)
     args = ["sweep", *BASE, "--n", "60", "--model", "2-4-4", "--lr", "0.1,0.2", "--seeds", "2"]
     _refused([*args, "--max-members", "3", "--out", "a"], "the sweep has 4 members", tmp_path,
@@ -139,6 +140,11 @@ def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys):
                         monkeypatch, capsys)
     assert code == 0, err
     assert (tmp_path / "a" / "lrlab.sqlite").is_file()
+    for bad, needle in ((["--device", "cuda"], "no CUDA device found"),
+                        (["--max-members", "3"], "the sweep has 4 members"),
+                        (["--max-memory-gb", "0.00001"], "more than `[run].max_memory_gb`")):
+        _refused([*args, "--out", "a", "--overwrite", *bad], needle, tmp_path, monkeypatch,
+                 capsys)
 
 
 @pytest.mark.parametrize("doc", [
