@@ -153,13 +153,15 @@ def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys, no_cuda
     {"sweep": {"lr": [0.1 * 0.9 ** i for i in range(5000)], "seeds": 1000}},
     {"sweep": {"lr": [0.1, 0.2], "seeds": 60_000}},
     {"sweep": {"seeds": 20}, "run": {"max_members": 19}},
-], ids=["1e8-seeds", "1e12-seeds", "lr-x-seeds", "just-over", "own-limit"])
+    {"sweep": {"seeds": 10**11}, "run": {"max_members": 10**12, "max_memory_gb": 1}},
+], ids=["1e8-seeds", "1e12-seeds", "lr-x-seeds", "just-over", "own-limit", "raised-limit"])
 def test_too_many_members_cost_nothing_to_refuse(doc):
-    """Refused from the axes' lengths: no seed tuple, no member list (memory and time)."""
+    """Refused from the axes' lengths: no seed tuple, no member list (memory and time), also
+    when the member limit is raised but their bookkeeping alone cannot fit."""
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        with pytest.raises(LrlabError, match="members .*more than `\\[run\\].max_members`"):
+        with pytest.raises(LrlabError, match="members .*more than `\\[run\\].max_mem"):
             spec_mod.resolve(doc)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

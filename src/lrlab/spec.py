@@ -424,11 +424,13 @@ def _wants_float(cls: type, key: str) -> bool:
 
 
 def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None,
-                axes: Mapping[str, int] | None = None) -> tuple[int, ...]:
+                axes: Mapping[str, int] | None = None, run: RunSpec | None = None
+                ) -> tuple[int, ...]:
     """`seeds = 8` means seeds first..first+7; a list names them.
 
     A member count (the seeds times the lengths of the other `axes`) above `max_members`
-    (`[run].max_members` when None) is refused before the seeds are expanded.
+    (`[run].max_members` when None), or whose bookkeeping alone exceeds `run`'s memory limit,
+    is refused before the seeds are expanded.
     """
     seeds, first_seed = plain(seeds), plain(first_seed)
     cap = RunSpec.max_members if max_members is None else max_members
@@ -439,6 +441,9 @@ def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None,
         if count > cap:
             detail = " x ".join([f"{k}: {v}" for k, v in lens.items()] + [f"seeds: {n}"])
             raise too_many_members(count, detail, cap)
+        if run is not None:
+            check_memory(count * MEMBER_BYTES, f"{count} members x {MEMBER_BYTES} bytes of "
+                         "bookkeeping each", run)
 
     if isinstance(seeds, bool):
         raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
@@ -582,8 +587,8 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             count = sweep.pop("seeds", len(spec.seeds))
             lens = {k: len(v) for k, v in spec.sweep}  # the axes' lengths, for the count
             lens.update({k: len(v) for k, v in sweep.items() if isinstance(v, (list, tuple))})
-            updates["seeds"] = parse_seeds(count, first,
-                                           updates.get("run", spec.run).max_members, lens)
+            run = updates.get("run", spec.run)
+            updates["seeds"] = parse_seeds(count, first, run.max_members, lens, run)
         for key, values in sweep.items():
             axes[key] = _axis(key, values)
         updates["sweep"] = tuple(axes.items())
