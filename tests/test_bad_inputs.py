@@ -126,7 +126,7 @@ CASES = [
     ("data-inf", ["sweep", "--data", "csv:{d}/inf.csv"], "hold NaN, Inf or empty feature values"),
     ("data-gap", ["sweep", "--data", "csv:{d}/gap.csv"], "hold NaN, Inf or empty feature values"),
     ("data-ragged", ["sweep", "--data", "csv:{d}/ragged.csv"],
-     "has rows with more fields than its header row"),
+     "data row 1 (line 2) has 5 field(s) but the header has 3"),
     ("data-label-column", ["sweep", "--data", "csv:{d}/good.csv", "--label-column", "y"],
      "`[data].label_column` must be a column of"),
     ("data-label-only", ["sweep", "--data", "csv:{d}/labelonly.csv"],

@@ -96,7 +96,7 @@ SIZE_CASES = [
     ("synthetic-huge", ["sweep", "{d}/bigdata.toml"],
      "generating blobs with 10000000 samples x 100000 features"),
     ("recipe-seeds", ["recipes", "run", "iris-keras", "--seeds", "1000000", "--quiet"],
-     "the sweep has 1000000 members (seeds: 1000000)"),
+     "the sweep has 4000000 members (lr: 4 x seeds: 1000000)"),
     ("recipe-product", ["recipes", "run", "iris-keras", "--seeds", "30000", "--quiet"],
      "the sweep has 120000 members"),
     ("recipe-memory", ["recipes", "run", "iris-keras", "--max-memory-gb", "0.0001", "--quiet"],
@@ -129,8 +129,9 @@ def test_sizes_are_refused_before_anything_is_built(case, tmp_path, monkeypatch,
     assert "--max-members" in line or "--max-memory-gb" in line or "logspace" in line
 
 
-def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys):
-    """The refusal's own advice works: --max-members lets the same sweep run."""
+def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys, no_cuda):
+    """The refusal's own advice works: --max-members lets the same sweep run. And --overwrite
+    deletes nothing when the new input is bad."""
     monkeypatch.chdir(tmp_path)
     args = ["sweep", *BASE, "--n", "60", "--model", "2-4-4", "--lr", "0.1,0.2", "--seeds", "2"]
     _refused([*args, "--max-members", "3", "--out", "a"], "the sweep has 4 members", tmp_path,
@@ -139,6 +140,11 @@ def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys):
                         monkeypatch, capsys)
     assert code == 0, err
     assert (tmp_path / "a" / "lrlab.sqlite").is_file()
+    for bad, needle in ((["--device", "cuda"], "no CUDA device found"),
+                        (["--max-members", "3"], "the sweep has 4 members"),
+                        (["--max-memory-gb", "0.00001"], "more than `[run].max_memory_gb`")):
+        _refused([*args, "--out", "a", "--overwrite", *bad], needle, tmp_path, monkeypatch,
+                 capsys)
 
 
 @pytest.mark.parametrize("doc", [
@@ -147,13 +153,15 @@ def test_the_limit_flags_raise_the_limits(tmp_path, monkeypatch, capsys):
     {"sweep": {"lr": [0.1 * 0.9 ** i for i in range(5000)], "seeds": 1000}},
     {"sweep": {"lr": [0.1, 0.2], "seeds": 60_000}},
     {"sweep": {"seeds": 20}, "run": {"max_members": 19}},
-], ids=["1e8-seeds", "1e12-seeds", "lr-x-seeds", "just-over", "own-limit"])
+    {"sweep": {"seeds": 10**11}, "run": {"max_members": 10**12, "max_memory_gb": 1}},
+], ids=["1e8-seeds", "1e12-seeds", "lr-x-seeds", "just-over", "own-limit", "raised-limit"])
 def test_too_many_members_cost_nothing_to_refuse(doc):
-    """Refused from the axes' lengths: no seed tuple, no member list (memory and time)."""
+    """Refused from the axes' lengths: no seed tuple, no member list (memory and time), also
+    when the member limit is raised but their bookkeeping alone cannot fit."""
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        with pytest.raises(LrlabError, match="members .*more than `\\[run\\].max_members`"):
+        with pytest.raises(LrlabError, match="members .*more than `\\[run\\].max_mem"):
             spec_mod.resolve(doc)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -296,6 +304,9 @@ def _write_csvs(d: Path) -> None:
     (d / "short.csv").write_text("x0,x1,label\n0.1,0.2,a\n0.3,0.4,b\n0.5,b\n0.1,0.2,a\n")
     (d / "short_end.csv").write_text("x0,x1,label\n0.1,0.2,a\n0.3,0.4,b\n\n0.5,0.1,b\n0.1,0.2\n")
     (d / "long.csv").write_text("x0,x1,label\n0.1,0.2,a\n0.3,0.4,b,7\n0.5,0.1,b\n")
+    g = np.random.default_rng(0)
+    np.savez(d / "regression.npz", X=g.normal(size=(500, 3)), y=g.normal(size=500))
+    np.savez(d / "ids.npz", X=g.normal(size=(500, 3)), y=np.arange(500))
     (d / "noheader.csv").write_text("0.1,0.2,1\n0.3,0.4,0\n0.5,0.1,1\n0.2,0.2,0\n")
     (d / "noheader_ints.csv").write_text("1,2,0\n3,4,1\n5,6,0\n")
     (d / "noheader_neg.csv").write_text("-1.5, 2e3 ,0\n3,4,1\n5,6,0\n")
@@ -321,6 +332,8 @@ DATA_CASES = [
     ("id-label", "csv:{d}/ids.csv", "label column 'id' has 3000 distinct values in 3000 rows"),
     ("name-label", "csv:{d}/names.csv", "label column 'name' has 100 distinct values in 100"),
     ("too-many-classes", "csv:{d}/classes.csv", "label column 'y' has 1500 distinct values"),
+    ("npz-continuous", "npz:{d}/regression.npz", "array y holds fractional numbers"),
+    ("npz-ids", "npz:{d}/ids.npz", "array y has 500 distinct values in 500 rows"),
     ("short-row", "csv:{d}/short.csv", "data row 3 (line 4) has 2 field(s) but the header has 3"),
     ("short-last-row", "csv:{d}/short_end.csv", "data row 4 (line 6) has 2 field(s)"),
     ("long-row", "csv:{d}/long.csv", "data row 2 (line 3) has 4 field(s) but the header has 3"),
@@ -386,7 +399,6 @@ SAME_MISTAKES = [  # (CLI flags, the dict the Python API gets)
     (["--lr", "-0.1"], {"train": {"lr": -0.1}}),
     (["--seeds", "0"], {"sweep": {"seeds": 0}}),
     (["--seeds", "100000000"], {"sweep": {"seeds": 100000000}}),
-    (["--name", "../../x"], {"name": "../../x"}),
     (["--lr", "1e-300"], {"train": {"lr": 1e-300}}),
     (["--optimizer", "lion"], {"train": {"optimizer": "lion"}}),
     (["--model", "2-100000-100000-4"], {"model": {"input_dim": 2, "hidden": [100000, 100000],
@@ -404,6 +416,16 @@ def test_python_api_says_the_same_sentence_as_the_cli(case, tmp_path, monkeypatc
         lrlab.sweep(doc, out=tmp_path / "exp")
     assert line == f"lrlab: error: {e.value}"
     assert _listing(tmp_path) == {}
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "a/b", "..", "x" * 101])
+def test_python_api_keeps_a_named_folder_inside_runs(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LrlabError, match="`name` must be a folder name"):
+        lrlab.sweep({"name": name, "train": {"epochs": 1}})
+    assert _listing(tmp_path) == {}
+    # with an explicit folder the name is only a label (the report escapes it)
+    assert runner.as_spec({"name": name}).name == name
 
 
 @pytest.mark.parametrize("bad", [None, 3, 0.5, ["data"], b"spec", object()],

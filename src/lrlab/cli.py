@@ -418,7 +418,9 @@ def sweep(
             no_probes=no_probes, max_members=max_members, max_memory_gb=max_memory_gb,
             shuffle=shuffle, select=select)
         spec = spec_mod.resolve(merge(doc, over))
-        target = out_dir or Path("runs") / spec.name
+        from lrlab import runner
+
+        target = out_dir or runner.default_out(spec)
         command = "lrlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         run_sweep(spec, target, command, quiet, overwrite)
     except LrlabError as exc:

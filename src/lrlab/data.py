@@ -494,7 +494,7 @@ def _table(source: str, path: Path, prefix: str, label_column: str | None) -> _R
     if df[label].isna().any():
         raise _file_error(path, f"label column {label!r} has {int(df[label].isna().sum())} empty "
                           "value(s)", "a label in every row")
-    _check_classification_labels(df[label], label, path)
+    _check_classification_labels(y_raw, f"label column {label!r}", path)
     y, k = _encode_labels(y_raw, path=path)
     return _Raw(source, X, y, k, tuple(feats))
 
@@ -503,24 +503,23 @@ MAX_CLASSES = 1000
 """The most classes a table's label column may hold (as `[data].classes` for synthetic sets)."""
 
 
-def _check_classification_labels(col, label: str, path: Path) -> None:
-    """lrlab trains classifiers: a label column of fractional numbers (a regression target)
-    or with implausibly many distinct values is refused, naming the column."""
-    import pandas as pd
-
-    values = col.to_numpy()
-    if pd.api.types.is_float_dtype(col):
+def _check_classification_labels(values: np.ndarray, what: str, path: Path) -> None:
+    """lrlab trains classifiers: labels (`what`: "label column 'y'", "array y") of fractional
+    numbers (a regression target) or with implausibly many distinct values are refused."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
         frac = np.flatnonzero(np.isfinite(values) & (values != np.round(values)))
         if len(frac):
             raise _file_error(
-                path, f"label column {label!r} holds fractional numbers (data row "
-                f"{int(frac[0]) + 1} holds {float(values[frac[0]]):g}), a regression target",
-                "class labels: names or integer class ids (lrlab trains classifiers; set "
-                "label_column if the label is another column)")
-    k, n = int(col.nunique()), len(col)
+                path, f"{what} holds fractional numbers (data row {int(frac[0]) + 1} holds "
+                f"{float(values[frac[0]]):g}), a regression target", "class labels: names or "
+                "integer class ids (lrlab trains classifiers; set label_column if the label is "
+                "another column)")
+    k = len(np.unique(values.astype(str) if values.dtype == object else values))
+    n = len(values)
     if k > MAX_CLASSES or (k > 20 and k > n / 2):
         raise _file_error(
-            path, f"label column {label!r} has {k} distinct values in {n} rows",
+            path, f"{what} has {k} distinct values in {n} rows",
             f"at most {MAX_CLASSES} classes, and at most half as many as rows when more than "
             "20 (is it an id or a continuous target? set label_column to the class column)")
 
@@ -635,6 +634,7 @@ def _npz_labels(y: np.ndarray, path: Path, key: str, n: int) -> np.ndarray:
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1 or len(y) != n:
         raise _file_error(path, f"array {key} has shape {y.shape}", f"one label per sample ({n},)")
+    _check_classification_labels(y, f"array {key}", path)
     return y
 
 

@@ -1,7 +1,8 @@
 """The driver: spec -> data -> cohorts -> engine -> store -> verdicts -> report.
 
-- Bad input is found before anything is written: the spec, the data files, the model's shapes
-  against the data, the batch sizes and the schedules' lengths are all checked, and the Ray
+- Bad input is found before anything is written (`preflight`): the spec and its member count,
+  the folder's path, the device, the data files, the model's shapes against the data, the batch
+  sizes, the schedules' lengths and the sweep's memory estimate are all checked, and the Ray
   cluster (for `backend = "ray"`) is reached, before the experiment folder is created.
 - The cohort is the unit of work and of commit. Cohorts are fixed when the folder is created
   (by the spec and a memory estimate that depends on the spec and data shapes only, never on
@@ -99,12 +100,18 @@ def preflight(s: Spec, out: str | Path | None = None
     """Every check that needs no folder, cheapest first: the folder's path, the device, the
     size of the synthetic data, then the data (loaded and checked against the model) and the
     sweep's memory estimate. Returns the folder's path and the data; writes nothing."""
-    directory = check_out(out if out is not None else Path("runs") / s.name)
+    directory = check_out(out if out is not None else default_out(s))
     check_device(s.run.device)
     check_data_size(s)
     datasets = load_data(s)
     check_memory(s, datasets)
     return directory, datasets
+
+
+def default_out(s: Spec) -> Path:
+    """The folder of an experiment given no --out: runs/NAME (NAME checked to stay inside)."""
+    spec_mod.check_folder_name(s.name)
+    return Path("runs") / s.name
 
 
 def check_device(device: str) -> None:
@@ -339,7 +346,7 @@ def _rss_mb() -> float | None:
 
 SMALL_STEP_MACS = 2_000_000
 """Below this many multiply-adds per cohort step, one thread is as fast as two and immune to a
-busy neighbour (notes/perf.md: a 2-thread small-op loop slowed 10-40x under contention)."""
+busy neighbour (measured: a 2-thread small-op loop slowed 10-40x under contention)."""
 
 
 @contextmanager

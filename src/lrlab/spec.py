@@ -1,11 +1,11 @@
 """The experiment spec: what the user wrote, validated, then expanded into members and cohorts.
 
-A `Spec` is inert (STYLE 6): it holds only what the user asked for. `members()` and
+A `Spec` is inert: it holds only what the user asked for. `members()` and
 `cohorts()` derive the work from it and never write back. Every key has a constraint in the
-tables below (STYLE 5); a bad value raises `LrlabError` with one sentence naming the key, the
+tables below; a bad value raises `LrlabError` with one sentence naming the key, the
 value and what is allowed.
 
-Precedence (STYLE 7): defaults < TOML file < CLI flags, merged by `resolve()`.
+Precedence: defaults < TOML file < CLI flags, merged by `resolve()`.
 """
 
 from __future__ import annotations
@@ -219,15 +219,15 @@ NAME_MAX = 100
 """The longest experiment name: it becomes the folder runs/NAME."""
 
 
-def _name(v: Any) -> str | None:
-    """An experiment name is the folder runs/NAME: one plain path component."""
-    allowed = (f"a folder name of 1 to {NAME_MAX} characters without /, \\, control "
-               "characters, and not . or ..")
-    if not isinstance(v, str) or not v or len(v) > NAME_MAX or v in (".", ".."):
-        return allowed
-    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in v):
-        return allowed
-    return None
+def check_folder_name(name: str) -> None:
+    """Without --out the experiment's folder is runs/NAME: NAME must be one plain folder name,
+    so that the folder stays inside runs/."""
+    ok = (isinstance(name, str) and 0 < len(name) <= NAME_MAX and name not in (".", "..")
+          and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name))
+    if not ok:
+        raise bad_value("name", name, f"a folder name of 1 to {NAME_MAX} characters without /, "
+                        "\\, control characters, and not . or .. (without --out the folder is "
+                        "runs/NAME)")
 
 
 def _source(v: Any) -> str | None:
@@ -451,30 +451,41 @@ def _wants_float(cls: type, key: str) -> bool:
     return False
 
 
-def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None
+def parse_seeds(seeds: Any, first_seed: int = 0, max_members: int | None = None,
+                axes: Mapping[str, int] | None = None, run: RunSpec | None = None
                 ) -> tuple[int, ...]:
     """`seeds = 8` means seeds first..first+7; a list names them.
 
-    A count above `max_members` (`[run].max_members` when None) is refused before the seeds
-    are expanded: every seed is at least one member.
+    A member count (the seeds times the lengths of the other `axes`) above `max_members`
+    (`[run].max_members` when None), or whose bookkeeping alone exceeds `run`'s memory limit,
+    is refused before the seeds are expanded.
     """
     seeds, first_seed = plain(seeds), plain(first_seed)
     cap = RunSpec.max_members if max_members is None else max_members
+
+    def check_count(n: int) -> None:
+        lens = dict(axes or {})
+        count = math.prod(lens.values()) * n
+        if count > cap:
+            detail = " x ".join([f"{k}: {v}" for k, v in lens.items()] + [f"seeds: {n}"])
+            raise too_many_members(count, detail, cap)
+        if run is not None:
+            check_memory(count * MEMBER_BYTES, f"{count} members x {MEMBER_BYTES} bytes of "
+                         "bookkeeping each", run)
+
     if isinstance(seeds, bool):
         raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
     if isinstance(seeds, int):
         if seeds < 1:
             raise bad_value("seeds", seeds, "a count >= 1 or a list of integer seeds")
-        if seeds > cap:
-            raise too_many_members(seeds, f"seeds: {seeds}", cap)
+        check_count(seeds)
         return tuple(range(first_seed, first_seed + seeds))
     if isinstance(seeds, (list, tuple)) and seeds and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
     ):
         if len(set(seeds)) != len(seeds):
             raise bad_value("seeds", list(seeds), "distinct seeds")
-        if len(seeds) > cap:
-            raise too_many_members(len(seeds), f"seeds: {len(seeds)}", cap)
+        check_count(len(seeds))
         return tuple(seeds)
     shown = seeds if not isinstance(seeds, (list, tuple)) or len(seeds) <= 10 else \
         f"a list of {len(seeds)} values"
@@ -583,9 +594,8 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             )
     updates: dict[str, Any] = {}
     if "name" in doc:
-        err = _name(doc["name"])
-        if err:
-            raise bad_value("name", doc["name"], err)
+        if _str(doc["name"]):
+            raise bad_value("name", doc["name"], "a non-empty string")
         updates["name"] = doc["name"]
     for section in SECTIONS:
         if section in doc:
@@ -603,8 +613,10 @@ def from_dict(doc: Mapping[str, Any], base: Spec | None = None) -> Spec:
             if isinstance(first, bool) or not isinstance(first, int) or first < 0:
                 raise bad_value("[sweep].first_seed", first, "an integer >= 0")
             count = sweep.pop("seeds", len(spec.seeds))
-            updates["seeds"] = parse_seeds(count, first,
-                                           updates.get("run", spec.run).max_members)
+            lens = {k: len(v) for k, v in spec.sweep}  # the axes' lengths, for the count
+            lens.update({k: len(v) for k, v in sweep.items() if isinstance(v, (list, tuple))})
+            run = updates.get("run", spec.run)
+            updates["seeds"] = parse_seeds(count, first, run.max_members, lens, run)
         for key, values in sweep.items():
             axes[key] = _axis(key, values)
         updates["sweep"] = tuple(axes.items())
