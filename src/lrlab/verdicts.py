@@ -41,7 +41,7 @@ SLOW_MIN_SHARE_OF_START = 0.02
 """... and that last stretch also removed more than 2% of the loss the run started from:
 a cross-entropy loss on separable data keeps shrinking by a constant factor forever (0.005
 to 0.004 is 20% lower, but nothing a learner should wait for). Tuned on bench/calibration.py's
-seeds 0-99: at 1% a healthy net at loss 0.08 that still sheds 1.1% of its start over its last
+seeds 0-2: at 1% a healthy net at loss 0.08 that still sheds 1.1% of its start over its last
 fifth was called slow."""
 OSCILLATION_MIN_REL = 0.1
 """`oscillating`: over the last half of training, the training loss went up between epochs
@@ -124,7 +124,7 @@ LATE_RISE_GIVEN_BACK = 0.05
 (start minus lowest loss): a loss of 0.105 that drifts to 0.117 after falling from 0.7 gave
 back 2% (a net fitting a tiny training set at the edge of stability, still overfitting, not
 failing); one that climbs from 0.3 to 0.36 after falling from 0.7 gave back 15%. Tuned on
-bench/calibration.py's seeds 0-99."""
+bench/calibration.py's seeds 0-2."""
 BLOWUP_FACTOR = 3.0
 """`diverged` without the engine stopping it: the training loss ended at least BLOWUP_FACTOR
 times where it started and stayed there (the median of the last half too). The engine stops
