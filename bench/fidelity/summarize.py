@@ -118,6 +118,21 @@ def main(argv: list[str]) -> None:
               f"lrlab once {lrlab['once']['share']}, epoch {lrlab['epoch']['share']} "
               f"(n={a.lrlab_seeds}, {time.perf_counter() - t0:.0f} s)", flush=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(result))
+
+
+def table(result: dict[str, Any]) -> str:
+    """The README table: per cell, share (above/seeds) and median val acc of each setting."""
+    def cell(st: dict[str, Any]) -> str:
+        return f"{st['share']:.2f} ({st['above']}/{st['seeds']}), median {st['median_val_acc']:.2f}"
+
+    rows = ["| cell | threshold | Keras, global seed | lrlab once | Keras, no global seed | "
+            "lrlab epoch |", "| --- | --- | --- | --- | --- | --- |"]
+    for c in result["cells"]:
+        rows.append(f"| {c['name']} | > {c['above']} | {cell(c['keras']['global_seed'])} | "
+                    f"{cell(c['lrlab']['once'])} | {cell(c['keras']['no_global_seed'])} | "
+                    f"{cell(c['lrlab']['epoch'])} |")
+    return "\n".join(rows)
 
 
 def z_two_proportions(k1: int, n1: int, k2: int, n2: int) -> float:
