@@ -54,6 +54,7 @@ $(FIDELITY_VENV)/.installed:
 
 fidelity: $(STAMP) $(FIDELITY_VENV)/.installed
 	$(KERAS_RUNS) trace $(FIDELITY_DATA)/keras_trace.json
+	$(KERAS_RUNS) replay $(FIDELITY_DATA)/keras_replay.npz
 	$(KERAS_RUNS) blobs $(FIDELITY_DATA)/keras_blobs_seeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed yes
 	$(KERAS_RUNS) blobs $(FIDELITY_DATA)/keras_blobs_unseeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed no
 	$(KERAS_RUNS) iris $(FIDELITY_DATA)/keras_iris_seeded.jsonl --seeds $(FIDELITY_SEEDS) --global-seed yes

@@ -5,6 +5,7 @@ Runs in the side virtualenv made by `make fidelity` (keras, tensorflow-cpu, scik
 never imports lrlab. Usage:
 
     python bench/fidelity/keras_runs.py trace OUT.json
+    python bench/fidelity/keras_runs.py replay OUT.npz
     python bench/fidelity/keras_runs.py blobs OUT.jsonl --seeds 24 --global-seed yes
     python bench/fidelity/keras_runs.py iris OUT.jsonl --seeds 24 --global-seed no
 
@@ -77,14 +78,18 @@ def blobs_data(preprocess: str) -> tuple[np.ndarray, np.ndarray]:
     return X.astype("float32"), keras.utils.to_categorical(y, 4)
 
 
-def blobs_model(lr: float, steps_per_execution: int = 1) -> keras.Model:
+def blobs_layers() -> list[Any]:
     """The question's network; a fresh RandomNormal(0, 0.05) per layer (as lrlab's init)."""
     def init() -> Any:
         return keras.initializers.RandomNormal(mean=0.0, stddev=0.05)
 
-    model = keras.Sequential([keras.Input(shape=(2,))] + [
+    return [keras.Input(shape=(2,))] + [
         keras.layers.Dense(10, activation="relu", kernel_initializer=init()) for _ in range(4)
-    ] + [keras.layers.Dense(4, activation="softmax", kernel_initializer=init())])
+    ] + [keras.layers.Dense(4, activation="softmax", kernel_initializer=init())]
+
+
+def blobs_model(lr: float, steps_per_execution: int = 1) -> keras.Model:
+    model = keras.Sequential(blobs_layers())
     model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=lr),
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)
     return model
@@ -112,13 +117,12 @@ def iris_model(lr: float, steps_per_execution: int = 1) -> keras.Model:
 
 
 class _Tracer(keras.Sequential):
-    """Records the rows (column 0 holds the row index) of every training batch."""
+    """Records the inputs of every training batch (needs run_eagerly=True)."""
 
-    batches: list[list[int]]
+    batches: list[np.ndarray]
 
     def train_step(self, data: Any) -> Any:
-        x = data[0]
-        self.batches.append([int(v) for v in np.asarray(x)[:, 0]])
+        self.batches.append(np.array(data[0]))
         return super().train_step(data)
 
 
@@ -138,7 +142,8 @@ def trace(out: Path, epochs: int = 3) -> dict[str, Any]:
             model.compile(loss="categorical_crossentropy", optimizer="sgd", run_eagerly=True)
             model.fit(X, Y, epochs=epochs, batch_size=64, validation_split=0.2, verbose=0)
             steps = len(model.batches) // epochs
-            orders = [sum(model.batches[e * steps:(e + 1) * steps], []) for e in range(epochs)]
+            rows = [[int(v) for v in b[:, 0]] for b in model.batches]  # column 0: row index
+            orders = [sum(rows[e * steps:(e + 1) * steps], []) for e in range(epochs)]
             result["runs"].append({
                 "global_seed": global_seed, "seed": s, "orders": orders,
                 "rows_trained": sorted(set(orders[0])) == list(range(800)),
@@ -156,6 +161,34 @@ def trace(out: Path, epochs: int = 3) -> dict[str, Any]:
               f"{r['rows_trained']}; epochs 1..{epochs} identical {r['epochs_identical']}; "
               f"epoch 1 starts {r['orders'][0][:6]}, epoch 2 starts {r['orders'][1][:6]}")
     return result
+
+
+def replay(out: Path, seed: int = 3, epochs: int = 12) -> None:
+    """One seeded blobs run (raw input, lr 0.4) with everything a replay needs: the initial
+    weights, the rows of every batch and the weights after every epoch (summarize.py feeds
+    the same weights and order to a float32 torch loop and compares)."""
+    X, Y = blobs_data("none")
+    _seed(seed, True)
+    tracer = _Tracer(blobs_layers())
+    tracer.batches = []
+    tracer.compile(loss="categorical_crossentropy", run_eagerly=True,
+                   optimizer=keras.optimizers.SGD(learning_rate=0.4))
+    w0 = [w.copy() for w in tracer.get_weights()]
+    after: list[list[np.ndarray]] = []
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            after.append([w.copy() for w in self.model.get_weights()])
+
+    tracer.fit(X[:800], Y[:800], epochs=epochs, batch_size=64, verbose=0, callbacks=[Keep()])
+    where = {tuple(r): i for i, r in enumerate(X[:800].tolist())}  # the 800 points differ
+    order = np.array([where[tuple(r)] for b in tracer.batches for r in b.tolist()])
+    order = order.reshape(epochs, 800)
+    np.savez(out, order=order, lr=0.4, X=X[:800], y=Y[:800].argmax(1),
+             **{f"w0_{i}": w for i, w in enumerate(w0)},
+             **{f"w{e + 1}_{i}": w for e, ws in enumerate(after) for i, w in enumerate(ws)})
+    print(f"replay: seed {seed}, {epochs} epochs, orders repeat "
+          f"{bool((order == order[0]).all())}")
 
 
 def _equivalence(epochs: int = 5) -> bool:
@@ -185,10 +218,13 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
-def run_blobs(out: Path, seeds: int, first: int, global_seed: bool) -> None:
+def run_blobs(out: Path, seeds: int, first: int, global_seed: bool, only: str | None = None
+              ) -> None:
     done = _done(out)
     for s in range(first, first + seeds):
         for preprocess, lr in BLOBS_CELLS:
+            if only and preprocess != only:
+                continue
             X, Y = blobs_data(preprocess)
             key = f"blobs/{preprocess}/{lr}/{global_seed}/{s}"
             if key in done:
@@ -226,18 +262,22 @@ def run_iris(out: Path, seeds: int, first: int, global_seed: bool) -> None:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["trace", "blobs", "iris"])
+    ap.add_argument("what", choices=["trace", "replay", "blobs", "iris"])
     ap.add_argument("out", type=Path)
     ap.add_argument("--seeds", type=int, default=24)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--global-seed", choices=["yes", "no"], default="yes")
+    ap.add_argument("--preprocess", choices=["none", "standardize"], default=None,
+                    help="blobs: only this cell")
     a = ap.parse_args(argv)
     _threads(a.threads)
     if a.what == "trace":
         trace(a.out)
+    elif a.what == "replay":
+        replay(a.out)
     elif a.what == "blobs":
-        run_blobs(a.out, a.seeds, a.first_seed, a.global_seed == "yes")
+        run_blobs(a.out, a.seeds, a.first_seed, a.global_seed == "yes", a.preprocess)
     else:
         run_iris(a.out, a.seeds, a.first_seed, a.global_seed == "yes")
 

@@ -68,11 +68,51 @@ def lrlab_val_accs(doc: dict[str, Any], seeds: int) -> dict[str, list[float]]:
     return out
 
 
+def replay_check(path: Path) -> dict[str, Any]:
+    """Keras' own initial weights and batch orders fed to a float32 torch loop (the loop
+    tests/test_engine.py holds lrlab's engine to): the largest weight difference from Keras'
+    weights after each epoch."""
+    import numpy as np
+    import torch
+
+    f = np.load(path)
+    order, epochs = f["order"], f["order"].shape[0]
+    x, y = torch.tensor(f["X"]), torch.tensor(f["y"])
+    ws = [torch.tensor(f[f"w0_{i}"], requires_grad=True) for i in range(10)]
+    opt = torch.optim.SGD(ws, lr=float(f["lr"]))
+
+    def forward(xb: torch.Tensor) -> torch.Tensor:
+        h = xb
+        for i in range(5):
+            h = h @ ws[2 * i] + ws[2 * i + 1]
+            h = torch.relu(h) if i < 4 else h
+        return h
+
+    diffs = []
+    for e in range(epochs):
+        o = torch.from_numpy(order[e])
+        for lo in range(0, len(o), 64):
+            idx = o[lo:lo + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(forward(x[idx]), y[idx]).backward()
+            opt.step()
+        diffs.append(max(float(np.abs(w.detach().numpy() - f[f"w{e + 1}_{i}"]).max())
+                         for i, w in enumerate(ws)))
+    return {"epochs": epochs, "orders_repeat": bool((order == order[0]).all()),
+            "max_abs_weight_diff": max(diffs),
+            "max_abs_weight": max(float(np.abs(f[f"w{epochs}_{i}"]).max()) for i in range(10))}
+
+
 def keras_records(folder: Path) -> list[dict[str, Any]]:
-    recs = []
+    """Every Keras run, once per (cell, seed) key (a resumed or parallel run may repeat one:
+    the first record counts)."""
+    recs: dict[str, dict[str, Any]] = {}
     for f in sorted(folder.glob("keras_*.jsonl")):
-        recs += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-    return recs
+        for line in f.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                recs.setdefault(r["key"], r)
+    return list(recs.values())
 
 
 def main(argv: list[str]) -> None:
@@ -95,6 +135,8 @@ def main(argv: list[str]) -> None:
             "trains_on_first_80_percent": all(r["rows_trained"] for r in runs),
             "direct_fit_equals_validation_split_fit": trace.get("equivalence"),
         },
+        "replay": (replay_check(a.folder / "keras_replay.npz")
+                   if (a.folder / "keras_replay.npz").is_file() else None),
         "mapping": MAPPING,
         "metric": "share of seeds whose final validation accuracy is above the cell's threshold",
         "lrlab_seeds": a.lrlab_seeds,
@@ -118,6 +160,23 @@ def main(argv: list[str]) -> None:
               f"lrlab once {lrlab['once']['share']}, epoch {lrlab['epoch']['share']} "
               f"(n={a.lrlab_seeds}, {time.perf_counter() - t0:.0f} s)", flush=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(result))
+
+
+def table(result: dict[str, Any]) -> str:
+    """The README table: per cell, share (above/seeds) and median val acc of each setting."""
+    def cell(st: dict[str, Any]) -> str:
+        if not st["seeds"]:
+            return "-"
+        return f"{st['share']:.2f} ({st['above']}/{st['seeds']}), median {st['median_val_acc']:.2f}"
+
+    rows = ["| cell | threshold | Keras, global seed | lrlab once | Keras, no global seed | "
+            "lrlab epoch |", "| --- | --- | --- | --- | --- | --- |"]
+    for c in result["cells"]:
+        rows.append(f"| {c['name']} | > {c['above']} | {cell(c['keras']['global_seed'])} | "
+                    f"{cell(c['lrlab']['once'])} | {cell(c['keras']['no_global_seed'])} | "
+                    f"{cell(c['lrlab']['epoch'])} |")
+    return "\n".join(rows)
 
 
 def z_two_proportions(k1: int, n1: int, k2: int, n2: int) -> float:

@@ -350,16 +350,16 @@ def _blobs_direct(rows: list[dict[str, Any]], prior: float | None) -> Lines:
             why = (f" (biases {_f(_median(x.get('bias_last') for x in dead), 1)} vs inputs "
                    f"~{_f(_median(x['last_in0'] for x in raw5), 1)})" if dead else "")
             loss = _median(x["rec"]["final"]["train_loss"] for x in stuck)
-            line += (f"; {len(dead)}/{len(stuck)} others lose a whole hidden layer{why} and "
-                     f"stall at the class-frequency loss {_f(loss)}: stuck, not overshooting.")
+            line += (f"; {len(dead)}/{len(stuck)} others lose a whole hidden layer{why}, "
+                     f"stalling at the class-frequency loss {_f(loss)}: stuck, not overshooting.")
         out.append(line if stuck else line + ".")
     if raw001:
         sig = _median(x["signal0"][0] / max(x["signal0"][-1], 1e-30) for x in raw001)
         shrink = sig ** (1 / max(len(raw001[0]["signal0"]) - 1, 1)) if sig else None
         out.append(
             f"- lr 0.001: loss still {_f(_median(x['rec']['final']['train_loss'] for x in raw001))}"
-            f" after {len(raw001[0]['rec']['history']['epoch']) - 1} epochs; the signal shrinks "
-            f"~{_f(shrink, 2)}x per layer, and steps this small leave the output blind to the "
+            f" after {len(raw001[0]['rec']['history']['epoch']) - 1} epochs: the signal shrinks "
+            f"~{_f(shrink, 2)}x per layer, so tiny steps never make the output depend on the "
             f"input: one class (share {_f(_median(x.get('share') for x in raw001), 2)}).")
     std5 = _cell(rows, "standardize", 0.5, asked)
     if std5 and raw5:
@@ -367,25 +367,26 @@ def _blobs_direct(rows: list[dict[str, Any]], prior: float | None) -> Lines:
             _median(x["input_std"] for x in std5) or 1e-30, 1e-30)
         line = (f"- Standardizing shrinks inputs ~{_f(ratio, 2)}x, weakening deep signals: "
                 f"at lr 0.5 {_k(std5)} learn (raw {_k(raw5)})")
-        std1 = _cell(rows, "standardize", 0.1, asked)
-        out.append(line + (f", at 0.1 {_k(std1)}." if std1 else "."))
+        std1, raw1 = _cell(rows, "standardize", 0.1, asked), _cell(rows, "none", 0.1, asked)
+        out.append(line + (f", at 0.1 {_k(std1)} (raw {_k(raw1)})." if std1 and raw1 else "."))
     learned = [x for x in rows if x["learned"] and x.get("dead") is not None]
-    stuck = [x for x in rows if not x["learned"] and x.get("dead") is not None
-             and x["rec"]["status"] == "ok"]
-    if learned and stuck:
+    whole = [x for x in rows if x.get("dead_layer")]
+    if learned and whole:
         out.append(
             f"- Dead ReLUs: single ones are harmless (learners keep "
             f"{_pct(_median(x['dead'] for x in learned))} dead); a dead layer is fatal "
-            f"({sum(bool(x.get('dead_layer')) for x in stuck)}/{len(stuck)} failed runs).")
+            f"({sum(not x['learned'] for x in whole)}/{len(whole)} runs failed).")
     if "epoch" in orders and "once" in orders:
         e4, o4 = _cell(rows, "none", 0.4, "epoch"), _cell(rows, "none", 0.4, "once")
         if e4 and o4:
-            late = [x for x in e4 if x["died_at"] is not None and x["died_at"] > 1]
+            def late(g: list[dict[str, Any]]) -> int:
+                return sum(x["died_at"] is not None and x["died_at"] > 1 for x in g)
+
             out.append(
-                f"- Sample order: raw lr 0.4 learns in {_k(e4)} seeds reshuffling every epoch "
-                f"(Keras without a global seed), {_k(o4)} reusing one order (Keras 3.15 on "
-                f"TensorFlow, set_random_seed); reshuffling kills the last hidden layer "
-                f"later in {len(late)} runs.")
+                f"- Sample order: raw lr 0.4 learns in {_k(e4)} seeds reshuffled every epoch "
+                f"(unseeded Keras) vs {_k(o4)} with one order reused (seeded Keras 3.15 on "
+                f"TensorFlow); reshuffling kills the last hidden layer later in {late(e4)} vs "
+                f"{late(o4)} runs.")
     return out
 
 
