@@ -503,3 +503,26 @@ def test_select_flag_reaches_the_spec_and_the_stored_recommendation(tmp_path, mo
     with pytest.raises(ValueError, match="select"):
         runner.sweep({"data": {"source": "iris"}}, tmp_path / "bad", select="acc")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_report_reads_each_optimizers_edge_for_its_sharpness_line():
+    from lrlab import report
+
+    def rec(lr: float, opt: dict, key: str, lam: float) -> dict:
+        return {"id": 0, "member": {"lr": lr}, "status": "ok", "verdict": None,
+                "final": {}, "optimizer_setup": opt,
+                "history": {"epoch": [0, 1], key: [None if key != "sharpness" else lam, lam]}}
+
+    sgd = rec(0.1, {"optimizer": "sgd"}, "sharpness", 8.0)
+    mom = rec(0.1, {"optimizer": "momentum", "momentum": 0.9}, "sharpness", 8.0)
+    adam = rec(0.01, {"optimizer": "adam", "beta1": 0.9}, "precond_sharpness", 100.0)
+    t = report.sharpness_table([("sgd", [sgd]), ("momentum", [mom]), ("adam", [adam])])
+    rows = {r[0].text: r for r in t.rows}
+    assert [rows[k][2].text for k in ("sgd", "momentum", "adam")] == [
+        "2/λ", "(2 + 2·0.9)/λ", "38/λ_P"]
+    assert rows["sgd"][5].sort == pytest.approx(2 / 8)
+    assert rows["momentum"][5].sort == pytest.approx(3.8 / 8)
+    assert rows["adam"][5].sort == pytest.approx(38 / 100)
+    assert rows["adam"][3].sort is None  # no preconditioned sharpness before the first step
+    assert report.probe_series(adam["history"], "lr_sharpness", 0.01,
+                               report.edge_of_rec(adam))[1] == pytest.approx(0.01 * 100 / 38)

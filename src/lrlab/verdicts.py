@@ -862,6 +862,13 @@ def oscillating(v: RunView) -> Finding | None:
                      f"is {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.2g}x that")
             if r.lr > lim:
                 text += ": the steps overshoot along the sharpest direction. "
+            elif v.setup.get("batch_size") == 0:  # full batch: no minibatch noise
+                text += (", below the limit when it was measured; the curvature changes "
+                         "between measurements" + (
+                             " (and an adaptive optimizer's step scale shrinks as its "
+                             "gradients do, which raises the preconditioned sharpness)"
+                             if r.edge.quantity == "precond_sharpness" else "")
+                         + ", so the run crossed the edge in between. ")
             else:
                 bs = v.setup.get("batch_size")
                 text += (", below the limit, so the bouncing comes from the minibatch noise: "
