@@ -1,6 +1,6 @@
 """Drawing the range test: loss against lr as PNG, and a small self-contained report.html.
 
-Only draws (STYLE 11): every number comes from a `FindResult`.
+Only draws: every number comes from a `FindResult`.
 """
 
 from __future__ import annotations
