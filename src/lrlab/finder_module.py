@@ -303,14 +303,6 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _sized(loader: Any) -> bool:
-    try:
-        len(loader)
-    except TypeError:
-        return False
-    return True
-
-
 def find_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Tensor],
                 s: finder.Settings, seeds: Sequence[int], optimizer: Any = None,
                 val_loader: Any = None, check: bool = True, epochs: int | None = None,
@@ -366,3 +358,12 @@ def check_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Ten
               for i, v in enumerate(lrs)}
     metric = "val_loss" if val_loader is not None else "train_loss"
     return finder.Check(metric, ep, finder.check_rows(cands, finals, None))
+
+
+def _sized(loader: Any) -> bool:
+    """Whether `len(loader)` works (a DataLoader over an IterableDataset has no length)."""
+    try:
+        len(loader)
+    except TypeError:
+        return False
+    return True
