@@ -618,8 +618,9 @@ class FindResult:
     def recommended(self) -> Recommendation:
         """The one lr to use (`Check.recommend`); lr None when the check did not run."""
         if self.check is None:
-            return Recommendation(None, "unchecked", "the check did not run (--no-check): the "
-                                  "suggestions are unverified readings of the curve")
+            return Recommendation(None, "unchecked", "the check did not run (--no-check, or "
+                                  "nothing to check): the suggestions are unverified readings "
+                                  "of the curve")
         return self.check.recommend()
 
     def to_json(self) -> dict[str, Any]:
@@ -702,8 +703,8 @@ class FindResult:
             for name, text in ck.verdicts().items():
                 lines.append(f"  {name}: {text}")
         else:
-            lines.append("no check (--no-check): these are readings of the curve, not "
-                         "verified; run without --no-check for one recommended lr")
+            lines.append("unchecked: the suggestions are readings of the curve, not verified "
+                         "by training (the check recommends one lr; it is on unless --no-check)")
         lines += [f"note: {n}" for n in self.notices]
         return lines
 

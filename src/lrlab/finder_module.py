@@ -353,14 +353,6 @@ def check_start_loss(curves: Sequence[finder.SeedCurve], val: bool) -> None:
             "check the data for NaN/Inf (inputs and targets) and loss_fn, or lower start_lr")
 
 
-def _sized(loader: Any) -> bool:
-    try:
-        len(loader)
-    except TypeError:
-        return False
-    return True
-
-
 def find_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Tensor],
                 s: finder.Settings, seeds: Sequence[int], optimizer: Any = None,
                 val_loader: Any = None, check: bool = True, epochs: int | None = None,
@@ -419,3 +411,12 @@ def check_module(model: torch.nn.Module, loader: Any, loss_fn: Callable[..., Ten
               for i, v in enumerate(lrs)}
     metric = "val_loss" if val_loader is not None else "train_loss"
     return finder.Check(metric, ep, finder.check_rows(cands, finals, None))
+
+
+def _sized(loader: Any) -> bool:
+    """Whether `len(loader)` works (a DataLoader over an IterableDataset has no length)."""
+    try:
+        len(loader)
+    except TypeError:
+        return False
+    return True

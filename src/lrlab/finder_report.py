@@ -1,6 +1,6 @@
 """Drawing the range test: loss against lr as PNG, and a small self-contained report.html.
 
-Only draws (STYLE 11): every number comes from a `FindResult`.
+Only draws: every number comes from a `FindResult`.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def write_html(r: FindResult, path: Path, png_b64: str) -> Path:
         parts.append("</table><ul>" + "".join(
             f"<li>{e(k)}: {e(v)}</li>" for k, v in r.check.verdicts().items()) + "</ul>")
     else:
-        parts.insert(1, "<p><b>No check (--no-check)</b>: the suggestions below are readings "
-                        "of the curve, not verified by training.</p>")
+        parts.insert(1, "<p><b>Unchecked</b>: the suggestions below are readings of the "
+                        "curve, not verified by training.</p>")
     parts.append(f"<p class='muted'>settings: {e(json.dumps(r.to_json()['settings']))}</p>"
                  "</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -88,8 +88,6 @@ def find(
             seed_list = spec_mod.parse_seeds(5 if seeds is None else seeds, first_seed or 0)
         settings = finder.Settings(start_lr, end_lr, num_iter, mode, smooth, diverge_th)
         finder.check_settings(settings, flags=True)
-        if epochs is not None and epochs < 1:
-            raise bad_value("--epochs", epochs, "an integer >= 1")
         if out_dir is not None:  # before any work: a refused folder costs nothing
             finder.check_out_dir(out_dir, overwrite)
         result = finder_nets.find_spec(spec, settings, seed_list, check=check, epochs=epochs)
