@@ -409,14 +409,14 @@ def _tanh_short(recs: Sequence[dict[str, Any]], sharp: str | None, res: Any) -> 
     rose = f"rose above its start ({_f(b['start'])}) in {b['spiked']}/{b['n']} seeds"
     if b["spiked"]:
         rose += f", to {_f(b['peak'])} at epoch {_f(b['when'], 2)}"
-    line = (f"Why the loss rises: at lr {hi:g} the training loss {rose}; at lr {lo:g} in "
-            f"{a['spiked']}/{a['n']}.")
+    line = (f"Why the loss rises: at lr {hi:g} the training loss {rose}, and ends at "
+            f"{_f(b['final'])}; at lr {lo:g} it rose in {a['spiked']}/{a['n']}.")
     first = next((lr for lr in base if stats[(scale, lr)]["spiked"] * 2 > stats[(scale, lr)]
                   ["n"]), None)
     if sharp and b["sharp0"]:
-        line += (f" A step overshoots along curvature above 2/lr; the sharpness at init is "
-                 f"{_f(b['sharp0'])}, so the edge is lr {2 / b['sharp0']:.3g}")
-        line += (f", and most seeds' loss first rises at lr {first:g}." if first is not None
+        line += (f" A step overshoots along curvature above 2/lr: the sharpness at "
+                 f"init is {_f(b['sharp0'])}, so lrs above {2 / b['sharp0']:.3g} overshoot")
+        line += (f"; most seeds first rise at lr {first:g}." if first is not None
                  else "; no swept lr made most seeds' loss rise.")
     elif first is not None:
         line += f" Most seeds' loss first rises at lr {first:g}: the step overshoots the valley."
@@ -432,10 +432,10 @@ def _tanh_short(recs: Sequence[dict[str, Any]], sharp: str | None, res: Any) -> 
         bad = [row for row in res.rows if not row.ok]
         if bad:
             worst = ", ".join(f"{row.name} (relative error {row.rel_error:.2g})" for row in bad)
-            out.append(f"Wrong gradients? Yes, one: {worst}, from np.sum without axis=1; the "
-                       f"other {len(good)} agree with finite differences (worst "
-                       f"{max((row.rel_error for row in good), default=0.0):.1g}). lrlab trains "
-                       "with checked gradients, so any rise comes from the lr, not the bug.")
+            out.append(f"Wrong gradients? Yes, one: {worst}: np.sum without axis=1; the other "
+                       f"{len(good)} agree with finite differences (worst "
+                       f"{max((row.rel_error for row in good), default=0.0):.1g}). lrlab's "
+                       "gradients are checked, so a rise here is the lr's doing.")
         else:
             out.append(f"Wrong gradients? No: all {len(good)} arrays agree with finite "
                        "differences.")
