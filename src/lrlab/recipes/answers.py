@@ -786,9 +786,10 @@ def _iris_short(directory: Path, groups: Sequence[Sequence[dict[str, Any]]],
                   and math.isclose(g[0]["member"].get("lr", 0.0), best, rel_tol=1e-9)), None)
         if g is not None:
             acc = [100 * r["final"]["val_acc"] for r in g if r["final"]["val_acc"] is not None]
-            span = f", seeds {min(acc):.1f}-{max(acc):.1f}%" if len(acc) > 1 else ""
-            out.append(f"Best: lr {best:g}, lowest median validation loss "
-                       f"{_f(_median(r['final']['val_loss'] for r in g))}{span}.")
+            span = (f"; its seeds' test accuracy spans {min(acc):.1f}-{max(acc):.1f}%"
+                    if len(acc) > 1 else "")
+            out.append(f"Best: lr {best:g}, the lowest median validation loss "
+                       f"({_f(_median(r['final']['val_loss'] for r in g))}){span}.")
     out.append("Verdicts: " + "; ".join(f"lr {g[0]['member'].get('lr', 0.0):g} "
                                         f"{label_counts(g)}" for g in groups) + ".")
     ratios = [v[-1] / v[0] for v in lr_series.values() if v and v[0] and v[-1] is not None]
