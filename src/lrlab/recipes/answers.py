@@ -867,10 +867,10 @@ def tour(directory: Path, recipe: Any) -> Lines:
         key = config_label(m, ("seed", "lr"))
         methods.setdefault(key, []).append((score, m.get("lr"), g))
     body.append("Validation-based selection: for each method (optimizer, schedule, network) "
-               "the lr with the lowest median final validation loss over seeds (a run that "
-               "diverged in any seed disqualifies that lr).")
+                "the lr with the lowest median final validation loss over seeds (a run that "
+                "diverged in any seed disqualifies that lr).")
     body.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'seed range':>17}  "
-               f"{'val acc':>7}  verdicts")
+                f"{'val acc':>7}  verdicts")
     best_rows = []
     for key, items in methods.items():
         score, lr, g = min(items, key=lambda t: t[0])
@@ -881,12 +881,12 @@ def tour(directory: Path, recipe: Any) -> Lines:
         vl = [r["final"]["val_loss"] for r in g if r["final"]["val_loss"] is not None]
         rng = f"{min(vl):.4g}-{max(vl):.4g}" if vl else "-"
         body.append(f"{key:<58}{_value(lr) if math.isfinite(score) else '-':>8}  "
-                   f"{_f(score if math.isfinite(score) else None, 4):>8}  {rng:>17}  "
-                   f"{_f(acc):>7}  {label_counts(g)}")
+                    f"{_f(score if math.isfinite(score) else None, 4):>8}  {rng:>17}  "
+                    f"{_f(acc):>7}  {label_counts(g)}")
     if best_rows and math.isfinite(best_rows[0][0]):
         score, key, lr, acc, g = best_rows[0]
         body.append(f"Selected: {key}, lr {_value(lr)}: median val loss {score:.4g}, "
-                   f"val acc {_f(acc)}.")
+                    f"val acc {_f(acc)}.")
         t = typical(g)
         if t["verdict"]:
             body.append(f"  lrlab's verdict there: {t['verdict']['explanation']}")
@@ -900,7 +900,7 @@ def tour(directory: Path, recipe: Any) -> Lines:
             if cand:
                 s, k, lr2, a, _ = cand[0]
                 body.append(f"- best {fam}: {k}, lr {_value(lr2)}: val loss {s:.4g}, "
-                           f"val acc {_f(a)}")
+                            f"val acc {_f(a)}")
     body.append("Verdicts over every lr, per optimizer:")
     for opt, g in group(recs, [k for k in (recs[0]["member"] if recs else {})
                                if k != "optimizer"]).items():
