@@ -634,7 +634,7 @@ def break_recover(directory: Path, recipe: Any) -> Lines:
         summary.append((seed, p1[-1] if p1 else None, p2a[0] if p2a else None,
                         p2a[-1] if p2a else None,
                         max((a for a in p2a if a is not None), default=None)))
-    out.append("Accuracy on the 10,000 test images:")
+    out.append(f"Accuracy on the {n:,} test images:")
     for seed, broken, first, last, best in summary:
         out.append(f"- seed {seed}: broken {_correct(broken, n)} / {n}; after 1 recovery "
                    f"epoch {_correct(first, n)}; after the last {_correct(last, n)} (best "
