@@ -454,6 +454,6 @@ def test_nielsen_mnist_pkl_gz() -> None:
                                                974, 1009]
     assert float(d.X_train.max()) == 255 / 256
     # other splits cut the 50,000 training images (raw arrays are shared, not re-read)
-    k = load(DataSpec(source=f"mnist:{MNIST_PKL}", validation_split=0.2, limit=100))
+    k = load(DataSpec(source=f"mnist:{MNIST_PKL}", validation_split=0.2, split="last", limit=100))
     assert (len(k.y_train), len(k.y_val)) == (100, 100)
     np.testing.assert_array_equal(k.X_val_raw, d.X_train_raw[40000:40100])

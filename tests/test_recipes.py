@@ -257,6 +257,16 @@ def test_class_mismatch_is_warned_in_terminal_report_and_answer(tmp_path):
     assert any("behind this recommendation are unreliable" in x for x in lines)
     page = (run.directory / "report.html").read_text(encoding="utf-8")
     assert "Validation data unlike" in page and "[0, 0, 38]" in page
+    # a store written before the class counts were kept: the report recounts from the data
+    import sqlite3
+
+    with sqlite3.connect(run.directory / "lrlab.sqlite") as con:
+        con.execute("DELETE FROM meta WHERE key = ?", (data.CLASS_COUNTS_KEY,))
+    con.close()
+    res = _invoke(["report", str(run.directory)])
+    assert res.exit_code == 0, res.output
+    page = (run.directory / "report.html").read_text(encoding="utf-8")
+    assert "Validation data unlike" in page and "[0, 0, 38]" in page
 
 
 def test_break_recover_history_has_both_phases(tmp_path, mnist_pkl):

@@ -569,14 +569,14 @@ def _tanh_short(recs: Sequence[dict[str, Any]], sharp: str | None, res: Any) -> 
     rose = f"rose above its start ({_f(b['start'])}) in {b['spiked']}/{b['n']} seeds"
     if b["spiked"]:
         rose += f", to {_f(b['peak'])} at epoch {_f(b['when'], 2)}"
-    line = (f"Why the loss rises: at lr {hi:g} the training loss {rose}; at lr {lo:g} in "
-            f"{a['spiked']}/{a['n']}.")
+    line = (f"Why the loss rises: at lr {hi:g} the training loss {rose}, and ends at "
+            f"{_f(b['final'])}; at lr {lo:g} it rose in {a['spiked']}/{a['n']}.")
     first = next((lr for lr in base if stats[(scale, lr)]["spiked"] * 2 > stats[(scale, lr)]
                   ["n"]), None)
     if sharp and b["sharp0"]:
-        line += (f" A step overshoots along curvature above 2/lr; the sharpness at init is "
-                 f"{_f(b['sharp0'])}, so the edge is lr {2 / b['sharp0']:.3g}")
-        line += (f", and most seeds' loss first rises at lr {first:g}." if first is not None
+        line += (f" A step overshoots along curvature above 2/lr: the sharpness at "
+                 f"init is {_f(b['sharp0'])}, so lrs above {2 / b['sharp0']:.3g} overshoot")
+        line += (f"; most seeds first rise at lr {first:g}." if first is not None
                  else "; no swept lr made most seeds' loss rise.")
     elif first is not None:
         line += f" Most seeds' loss first rises at lr {first:g}: the step overshoots the valley."
@@ -592,10 +592,10 @@ def _tanh_short(recs: Sequence[dict[str, Any]], sharp: str | None, res: Any) -> 
         bad = [row for row in res.rows if not row.ok]
         if bad:
             worst = ", ".join(f"{row.name} (relative error {row.rel_error:.2g})" for row in bad)
-            out.append(f"Wrong gradients? Yes, one: {worst}, from np.sum without axis=1; the "
-                       f"other {len(good)} agree with finite differences (worst "
-                       f"{max((row.rel_error for row in good), default=0.0):.1g}). lrlab trains "
-                       "with checked gradients, so any rise comes from the lr, not the bug.")
+            out.append(f"Wrong gradients? Yes, one: {worst}: np.sum without axis=1; the other "
+                       f"{len(good)} agree with finite differences (worst "
+                       f"{max((row.rel_error for row in good), default=0.0):.1g}). lrlab's "
+                       "gradients are checked, so a rise here is the lr's doing.")
         else:
             out.append(f"Wrong gradients? No: all {len(good)} arrays agree with finite "
                        "differences.")
@@ -794,7 +794,7 @@ def break_recover(directory: Path, recipe: Any) -> Lines:
         summary.append((seed, p1[-1] if p1 else None, p2a[0] if p2a else None,
                         p2a[-1] if p2a else None,
                         max((a for a in p2a if a is not None), default=None)))
-    out.append("Accuracy on the 10,000 test images:")
+    out.append(f"Accuracy on the {n:,} test images:")
     for seed, broken, first, last, best in summary:
         out.append(f"- seed {seed}: broken {_correct(broken, n)} / {n}; after 1 recovery "
                    f"epoch {_correct(first, n)}; after the last {_correct(last, n)} (best "
@@ -946,9 +946,10 @@ def _iris_short(directory: Path, groups: Sequence[Sequence[dict[str, Any]]],
                   and math.isclose(g[0]["member"].get("lr", 0.0), best, rel_tol=1e-9)), None)
         if g is not None:
             acc = [100 * r["final"]["val_acc"] for r in g if r["final"]["val_acc"] is not None]
-            span = f", seeds {min(acc):.1f}-{max(acc):.1f}%" if len(acc) > 1 else ""
-            out.append(f"Best: lr {best:g}, lowest median validation loss "
-                       f"{_f(_median(r['final']['val_loss'] for r in g))}{span}.")
+            span = (f"; its seeds' test accuracy spans {min(acc):.1f}-{max(acc):.1f}%"
+                    if len(acc) > 1 else "")
+            out.append(f"Best: lr {best:g}, the lowest median validation loss "
+                       f"({_f(_median(r['final']['val_loss'] for r in g))}){span}.")
     out.append("Verdicts: " + "; ".join(f"lr {g[0]['member'].get('lr', 0.0):g} "
                                         f"{label_counts(g)}" for g in groups) + ".")
     ratios = [v[-1] / v[0] for v in lr_series.values() if v and v[0] and v[-1] is not None]
@@ -1026,10 +1027,10 @@ def tour(directory: Path, recipe: Any) -> Lines:
         key = config_label(m, ("seed", "lr"))
         methods.setdefault(key, []).append((score, m.get("lr"), g))
     body.append("Validation-based selection: for each method (optimizer, schedule, network) "
-               "the lr with the lowest median final validation loss over seeds (a run that "
-               "diverged in any seed disqualifies that lr).")
+                "the lr with the lowest median final validation loss over seeds (a run that "
+                "diverged in any seed disqualifies that lr).")
     body.append(f"{'method':<58}{'best lr':>8}  {'val loss':>8}  {'seed range':>17}  "
-               f"{'val acc':>7}  verdicts")
+                f"{'val acc':>7}  verdicts")
     best_rows = []
     for key, items in methods.items():
         score, lr, g = min(items, key=lambda t: t[0])
@@ -1040,12 +1041,12 @@ def tour(directory: Path, recipe: Any) -> Lines:
         vl = [r["final"]["val_loss"] for r in g if r["final"]["val_loss"] is not None]
         rng = f"{min(vl):.4g}-{max(vl):.4g}" if vl else "-"
         body.append(f"{key:<58}{_value(lr) if math.isfinite(score) else '-':>8}  "
-                   f"{_f(score if math.isfinite(score) else None, 4):>8}  {rng:>17}  "
-                   f"{_f(acc):>7}  {label_counts(g)}")
+                    f"{_f(score if math.isfinite(score) else None, 4):>8}  {rng:>17}  "
+                    f"{_f(acc):>7}  {label_counts(g)}")
     if best_rows and math.isfinite(best_rows[0][0]):
         score, key, lr, acc, g = best_rows[0]
         body.append(f"Selected: {key}, lr {_value(lr)}: median val loss {score:.4g}, "
-                   f"val acc {_f(acc)}.")
+                    f"val acc {_f(acc)}.")
         t = typical(g)
         if t["verdict"]:
             body.append(f"  lrlab's verdict there: {t['verdict']['explanation']}")
@@ -1059,7 +1060,7 @@ def tour(directory: Path, recipe: Any) -> Lines:
             if cand:
                 s, k, lr2, a, _ = cand[0]
                 body.append(f"- best {fam}: {k}, lr {_value(lr2)}: val loss {s:.4g}, "
-                           f"val acc {_f(a)}")
+                            f"val acc {_f(a)}")
     body.append("Verdicts over every lr, per optimizer:")
     for opt, g in group(recs, [k for k in (recs[0]["member"] if recs else {})
                                if k != "optimizer"]).items():
