@@ -475,7 +475,7 @@ def test_select_flag_reaches_the_spec_and_the_stored_recommendation(tmp_path, mo
 
     seen = {}
 
-    def fake(spec, target, command, quiet):
+    def fake(spec, target, command, quiet, overwrite=False):
         seen["spec"] = spec
 
     monkeypatch.setattr(cli, "run_sweep", fake)
