@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from lrlab import folder
 from lrlab.errors import LrlabError, bad_value
 
 Tensor = torch.Tensor
@@ -712,14 +713,12 @@ class FindResult:
         """Write find.json, find.png and a self-contained report.html into `out`.
 
         A folder that holds another kind of lrlab result (a sweep's store or report, a
-        comparison page) is refused unless `overwrite`; either way only the three files
-        above are replaced, nothing else in the folder is touched."""
+        comparison page) is refused unless `overwrite`, which removes only the files lrlab
+        wrote there (`folder.remove_own`); a user's files and sub-folders stay."""
         d = Path(out)
-        check_out_dir(d, overwrite)
+        if check_out_dir(d, overwrite) not in (None, "find"):
+            folder.remove_own(d)
         d.mkdir(parents=True, exist_ok=True)
-        for name in FIND_FILES:  # only what find writes; a user's files stay
-            if overwrite and (d / name).is_file():
-                (d / name).unlink()
         (d / "find.json").write_text(json.dumps(self.to_json(), indent=1) + "\n",
                                      encoding="utf-8")
         from lrlab import finder_report
@@ -728,24 +727,11 @@ class FindResult:
         return finder_report.write_html(self, d / "report.html", png)
 
 
-FIND_FILES = ("find.json", "find.png", "report.html")
-
-
-def check_out_dir(d: Path, overwrite: bool, key: str = "--out") -> None:
+def check_out_dir(d: Path, overwrite: bool, key: str = "--out") -> str | None:
     """Refuse (LrlabError) a path that is a file, or a folder holding another kind of result
-    (a sweep's lrlab.sqlite, or a report.html that no find wrote) unless `overwrite`."""
-    if d.exists() and not d.is_dir():
-        raise LrlabError(f"`{key}` {d} is a file; a folder is needed for find.json, find.png "
-                         "and report.html")
-    if not d.is_dir():
-        return
-    foreign = [n for n in ("lrlab.sqlite",) if (d / n).exists()]
-    if (d / "report.html").exists() and not (d / "find.json").is_file():
-        foreign.append("report.html")
-    if foreign and not overwrite:
-        raise LrlabError(f"`{key}` {d} holds another kind of result ({', '.join(foreign)}); "
-                         "choose another folder, or add --overwrite to replace only find.json, "
-                         "find.png and report.html there")
+    (a sweep's lrlab.sqlite, a report.html that no find wrote) unless `overwrite`. Returns the
+    kind of result found there (`folder.kind`)."""
+    return folder.check_out(d, "find", overwrite=overwrite, flag=key)
 
 
 def cell(v: dict[str, float | None] | None) -> str:

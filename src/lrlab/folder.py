@@ -126,7 +126,7 @@ def check_out(directory: str | Path, want: str, *, overwrite: bool,
     """
     d = Path(directory)
     if d.exists() and not d.is_dir():
-        raise LrlabError(f"{flag} {str(d)!r} exists and is not a folder; choose a folder")
+        raise LrlabError(f"{flag} {str(d)!r} is a file (it is not a folder); choose a folder")
     found = kind(d)
     if found is not None and found != want and not overwrite:
         raise LrlabError(f"{flag} {str(d)!r} holds {KINDS[found]}; choose another folder, or "
