@@ -504,16 +504,14 @@ def diverged(v: RunView) -> Finding | None:
             if start is not None and last is not None and last > start
             else "its loss became NaN or infinite")
     text = (f"{r.where()} training diverged in epoch {v.diverged_epoch}: {blew}. ")
-    lam, lim, e = _stability(r)
-    if lam is not None and lim is not None and r.lr is not None:
-        ev.update(sharpness_init=_r(lam), stability_lr=_r(lim), lr_over_stability=_r(r.lr / lim))
+    edge = _edge_evidence(r, ev)
+    if edge is not None:
+        lam, lim, e = edge
         if r.lr > lim:
-            text += (f"At epoch {e} {r.edge.what} was {lam:.3g}, so {_opt(r)} is stable only "
-                     f"for lr below {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.3g}x "
-                     "that. Along "
-                     "that direction every step overshoots the minimum by more than the "
-                     "distance it had, so the error grows geometrically until the run is "
-                     "stopped. This is divergence, not a wrong gradient.")
+            text += (_over_edge(r, lam, lim, e) + ". Along that direction every step "
+                     "overshoots the minimum by more than the distance it had, so the error "
+                     "grows geometrically until the run is stopped. This is divergence, not a "
+                     "wrong gradient.")
         else:
             peak = max(r.series(r.edge.quantity), key=lambda p: p[1])
             ev.update(sharpness_max=_r(peak[1]), sharpness_max_epoch=peak[0])
@@ -528,6 +526,21 @@ def diverged(v: RunView) -> Finding | None:
                    summary=f"diverged in epoch {v.diverged_epoch}")
 
 
+def _edge_evidence(r: _Run, ev: dict[str, Any]) -> tuple[float, float, int] | None:
+    """The sharpness and stability lr at init (added to `ev`); None where not measured."""
+    lam, lim, e = _stability(r)
+    if lam is None or lim is None or r.lr is None:
+        return None
+    ev.update(sharpness_init=_r(lam), stability_lr=_r(lim), lr_over_stability=_r(r.lr / lim))
+    return lam, lim, e
+
+
+def _over_edge(r: _Run, lam: float, lim: float, e: int) -> str:
+    """'At epoch e <quantity> was λ, so <optimizer> is stable only for lr below ...'."""
+    return (f"At epoch {e} {r.edge.what} was {lam:.3g}, so {_opt(r)} is stable only for lr "
+            f"below {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.3g}x that")
+
+
 def _blown_up(r: _Run) -> Finding:
     """A run whose loss blew up and stayed up without reaching the engine's stop threshold."""
     ls = r.losses()
@@ -539,13 +552,9 @@ def _blown_up(r: _Run) -> Finding:
     text = (f"{r.where()} training diverged: the training loss went from {ls[0]:.3g} to "
             f"{ls[-1]:.3g} ({ls[-1] / ls[0]:.2g}x its start) and stayed up (median "
             f"{med:.3g} over the second half), bounded only because the units saturated. ")
-    lam, lim, e = _stability(r)
-    if lam is not None and lim is not None and r.lr is not None:
-        ev.update(sharpness_init=_r(lam), stability_lr=_r(lim), lr_over_stability=_r(r.lr / lim))
-        if r.lr > lim:
-            text += (f"At epoch {e} {r.edge.what} was {lam:.3g}, so {_opt(r)} is stable only "
-                     f"for lr below {r.edge.rule(lam, lim)}; lr {r.lr:g} is {r.lr / lim:.3g}x "
-                     "that: every step overshoots along the sharpest direction. ")
+    edge = _edge_evidence(r, ev)
+    if edge is not None and r.lr > edge[1]:
+        text += _over_edge(r, *edge) + ": every step overshoots along the sharpest direction. "
     text += "A smaller lr (below the stability limit) trains."
     return Finding("diverged", ev, text.strip(), summary=f"loss up {ls[-1] / ls[0]:.2g}x")
 
