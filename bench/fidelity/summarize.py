@@ -120,7 +120,14 @@ def main(argv: list[str]) -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--lrlab-seeds", type=int, default=128)
+    ap.add_argument("--lrlab-from", type=Path, default=None,
+                    help="reuse the lrlab shares of an earlier output (same cells and seeds)")
     a = ap.parse_args(argv)
+    earlier: dict[str, Any] = {}
+    if a.lrlab_from:
+        old = json.loads(a.lrlab_from.read_text())
+        if old["lrlab_seeds"] == a.lrlab_seeds:
+            earlier = {c["name"]: c["lrlab"] for c in old["cells"]}
     trace = json.loads((a.folder / "keras_trace.json").read_text())
     recs = keras_records(a.folder)
     runs = trace["runs"]
@@ -150,8 +157,9 @@ def main(argv: list[str]) -> None:
                     and all(r[k] == v for k, v in cell["keras_match"].items())]
             keras[key] = stats(vals, cell["above"])
         t0 = time.perf_counter()
-        accs = lrlab_val_accs(cell["lrlab_spec"], a.lrlab_seeds)
-        lrlab = {mode: stats(v, cell["above"]) for mode, v in accs.items()}
+        lrlab = earlier.get(cell["name"]) or {
+            mode: stats(v, cell["above"])
+            for mode, v in lrlab_val_accs(cell["lrlab_spec"], a.lrlab_seeds).items()}
         result["cells"].append({**{k: v for k, v in cell.items() if k != "keras_match"},
                                 "keras": keras, "lrlab": lrlab})
         print(f"{cell['name']}: keras seeded {keras['global_seed']['share']} "
